@@ -1,0 +1,5 @@
+"""``python -m astroswin``: the same as the ``astroswin`` command."""
+
+from astroswin.cli import main
+
+main()

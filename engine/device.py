@@ -1,0 +1,49 @@
+"""Device and precision choice: fp32 on CPU, bf16/fp16 autocast on CUDA, MPS on Apple."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from .errors import EngineError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; an unavailable explicit choice is an error."""
+    if name not in DEVICES:
+        raise EngineError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    cuda, mps = torch.cuda.is_available(), getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
+        raise EngineError(f"device {name!r} is not available on this machine (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto``: bf16 on CUDA GPUs that support it, else fp16 on CUDA/MPS, fp32 on CPU.
+
+    fp16 on the CPU is refused (slow and inaccurate there); bf16 on the CPU is allowed for
+    processors with native bf16 (AVX512-BF16 / AMX), see the README's speed table.
+    """
+    if name not in PRECISIONS:
+        raise EngineError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+    if name == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp16" if device.type == "mps" else "fp32"
+    if name == "fp16" and device.type == "cpu":
+        raise EngineError("fp16 is not supported on the CPU; use fp32 or bf16")
+    return name
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context for a resolved precision (``nullcontext`` for fp32)."""
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)

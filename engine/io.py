@@ -1,0 +1,367 @@
+"""Reading and writing FITS, XISF and TIFF: the engine's one I/O module.
+
+Data is returned channels-first, ``(H, W)`` or ``(C, H, W)``, in the file's own linear units
+(ADU for integer data, the file's range for floats), and written back the same way. Metadata is
+treated as data that must survive: FITS headers (WCS included), XISF ``FITSKeywords`` and
+``XISFProperties``, TIFF alpha channels. The format is recognised by the file's first bytes,
+not by its extension. Writes are atomic: a temporary file in the target folder, renamed over
+the target only once complete, so a failure or Ctrl-C never leaves a partial output.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EngineError
+
+FORMATS = {"fits": (".fits", ".fit", ".fts"), "xisf": (".xisf",), "tiff": (".tif", ".tiff")}
+#: FITS keywords that describe the data layout: rebuilt by astropy, never copied.
+_STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND", "BZERO", "BSCALE", "XTENSION", "PCOUNT", "GCOUNT", "CHECKSUM", "DATASUM", "BLANK"}
+_COMPRESSION = ("ZIMAGE", "ZBITPIX", "ZNAXIS", "ZTILE", "ZCMPTYPE", "ZNAME", "ZVAL", "ZQUANTIZ", "ZDITHER", "ZSIMPLE", "ZEXTEND", "ZBLANK", "ZTENSION", "ZPCOUNT", "ZGCOUNT", "ZHECKSUM", "ZDATASUM")
+
+
+@dataclass
+class Image:
+    """An image and everything needed to write it back faithfully.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        ``(H, W)`` or ``(C, H, W)``, C in {1, 3}, the file's units; may be memory-mapped.
+    format : str
+        ``fits``, ``xisf`` or ``tiff`` (from the file's content).
+    dtype : numpy.dtype
+        Sample type stored in the file (before any BZERO/BSCALE scaling).
+    header : astropy.io.fits.Header or None
+        FITS header of the image HDU (structural keywords included; dropped on write).
+    xisf_metadata : dict
+        XISF image metadata (``FITSKeywords``, ``XISFProperties``).
+    alpha : numpy.ndarray or None
+        ``(A, H, W)`` TIFF extra samples (alpha), passed through untouched.
+    """
+
+    data: np.ndarray
+    format: str
+    dtype: np.dtype
+    header: object = None
+    xisf_metadata: dict = field(default_factory=dict)
+    alpha: np.ndarray | None = None
+    tiff_extrasamples: tuple = ()
+
+
+def sniff_format(path: Path) -> str:
+    """``fits``, ``xisf`` or ``tiff`` from the first bytes; EngineError for anything else."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except IsADirectoryError:
+        raise EngineError("is a folder, not an image file") from None
+    except FileNotFoundError:
+        raise EngineError("no such file") from None
+    except OSError as exc:
+        raise EngineError(f"cannot read ({exc.strerror or exc})") from None
+    if not head:
+        raise EngineError("empty file")
+    if head.startswith(b"SIMPLE  ="):
+        return "fits"
+    if head.startswith(b"XISF0100"):
+        return "xisf"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    raise EngineError("not a FITS, XISF or TIFF file (unrecognised content)")
+
+
+def format_for_suffix(path: Path) -> str | None:
+    """The format a file name asks for by its extension, or None."""
+    suffix = path.suffix.lower()
+    return next((name for name, exts in FORMATS.items() if suffix in exts), None)
+
+
+def check_image_shape(data: np.ndarray, what: str = "image") -> np.ndarray:
+    """Accept ``(H, W)`` and ``(C, H, W)`` with C in {1, 3}; squeeze a leading 1 of 4-D data."""
+    if data.ndim == 3 and data.shape[0] == 1:
+        data = data[0]
+    if data.ndim == 2 or (data.ndim == 3 and data.shape[0] == 3):
+        if min(data.shape[-2:]) < 1:
+            raise EngineError(f"{what} is empty (shape {data.shape})")
+        return data
+    if data.ndim == 3:
+        raise EngineError(f"{what} has {data.shape[0]} planes; only mono (1) and RGB (3) are supported")
+    raise EngineError(f"{what} is {data.ndim}-D (shape {data.shape}); only 2-D mono and 3-D RGB images are supported")
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def read_fits(path: Path) -> Image:
+    """Primary HDU if it holds an image, else the first image extension (compressed ones too)."""
+    from astropy.io import fits
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hdul = fits.open(path, memmap=True, mode="readonly")
+            for hdu in hdul:
+                if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) and hdu.header.get("NAXIS", 0) > 0:
+                    data = hdu.data
+                    if data is None:
+                        continue
+                    stored = np.dtype(fits.BITPIX2DTYPE[hdu.header.get("ZBITPIX", hdu.header["BITPIX"])] if isinstance(hdu, fits.CompImageHDU) else fits.BITPIX2DTYPE[hdu.header["BITPIX"]])
+                    # Big-endian as stored: tiles are converted as they are read, no full copy.
+                    data = check_image_shape(data)
+                    return Image(data=data, format="fits", dtype=stored, header=hdu.header.copy())
+    except EngineError:
+        raise
+    except Exception as exc:  # astropy raises many types on truncated/corrupt files
+        raise EngineError(f"not a readable FITS file ({_first_line(exc)})") from None
+    raise EngineError("the FITS file holds no image (only tables or empty HDUs)")
+
+
+def read_xisf(path: Path) -> Image:
+    """First image of an XISF file, with its FITSKeywords and XISFProperties."""
+    from xisf import XISF
+
+    try:
+        xf = XISF(str(path))
+        meta = xf.get_images_metadata()
+        if not meta:
+            raise EngineError("the XISF file holds no image")
+        hwc = xf.read_image(0, data_format="channels_last")
+    except EngineError:
+        raise
+    except Exception as exc:
+        raise EngineError(f"not a readable XISF file ({_first_line(exc)})") from None
+    data = check_image_shape(np.moveaxis(np.asarray(hwc), -1, 0))
+    keep = {k: meta[0][k] for k in ("FITSKeywords", "XISFProperties") if k in meta[0]}
+    return Image(data=data, format="xisf", dtype=np.dtype(meta[0]["dtype"]), xisf_metadata=keep)
+
+
+def read_tiff(path: Path) -> Image:
+    """First series of a TIFF: mono, RGB, or either with extra (alpha) samples."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            data = series.asarray()
+            axes = series.axes
+            extras = tuple(tif.pages[0].extrasamples) if hasattr(tif.pages[0], "extrasamples") else ()
+    except Exception as exc:
+        raise EngineError(f"not a readable TIFF file ({_first_line(exc)})") from None
+    if axes.endswith("S"):  # interleaved samples: (H, W, S) -> (S, H, W)
+        data = np.moveaxis(data, -1, 0)
+    elif axes in ("QYX", "IYX", "CYX", "SYX") or (data.ndim == 3 and axes.endswith("YX")):
+        pass
+    elif data.ndim != 2:
+        raise EngineError(f"unsupported TIFF layout (axes {axes}, shape {data.shape})")
+    alpha = None
+    if data.ndim == 3 and data.shape[0] in (2, 4):  # grey+alpha, RGB+alpha
+        colour = 1 if data.shape[0] == 2 else 3
+        data, alpha = data[:colour], np.array(data[colour:])
+    data = check_image_shape(data)
+    if data.dtype.kind not in "uif":
+        raise EngineError(f"unsupported TIFF sample type {data.dtype}")
+    return Image(data=data, format="tiff", dtype=data.dtype, alpha=alpha, tiff_extrasamples=extras)
+
+
+def read_image(path: str | Path) -> Image:
+    """Read a FITS, XISF or TIFF image (format from content). EngineError on any problem."""
+    path = Path(path)
+    fmt = sniff_format(path)
+    image = {"fits": read_fits, "xisf": read_xisf, "tiff": read_tiff}[fmt](path)
+    if image.data.size == 0:
+        raise EngineError("the image is empty")
+    return image
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def to_storage(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Convert float32 results to the stored sample type: integers rounded and clipped."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        out = np.empty(data.shape, dtype=dtype)
+        np.clip(np.rint(np.nan_to_num(data, nan=0.0)), info.min, info.max, out=out, casting="unsafe")
+        return out
+    return data.astype(dtype, copy=False)
+
+
+def fits_header(source, history: list[str]):
+    """A copy of the source header without layout keywords, plus HISTORY lines."""
+    from astropy.io import fits
+
+    header = fits.Header()
+    if source is not None:
+        for card in source.cards:
+            key = card.keyword
+            if key in _STRUCTURAL or key.startswith(_COMPRESSION) or key.startswith("NAXIS") or key in ("", "END"):
+                continue
+            try:
+                header.append(card.copy() if hasattr(card, "copy") else (card.keyword, card.value, card.comment), end=True)
+            except (ValueError, fits.VerifyError):
+                continue  # a card astropy cannot re-serialise (e.g. non-ASCII): skip it, keep the rest
+    for line in history:
+        header.add_history(line)
+    return header
+
+
+def write_fits(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype, history: list[str]) -> None:
+    from astropy.io import fits
+
+    header = fits_header(image.header if image is not None and image.format == "fits" else None, history)
+    if image is not None and image.format == "xisf":
+        _fitskeywords_into_header(header, image.xisf_metadata)
+    hdu = fits.PrimaryHDU(data=to_storage(data, dtype), header=header)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hdu.writeto(tmp, output_verify="silentfix")
+
+
+def _fitskeywords_into_header(header, xisf_metadata: dict) -> None:
+    for name, values in xisf_metadata.get("FITSKeywords", {}).items():
+        if name in _STRUCTURAL or name.startswith("NAXIS"):
+            continue
+        for entry in values:
+            try:
+                header.append((name, entry.get("value", ""), entry.get("comment", "")), end=True)
+            except ValueError:
+                continue
+
+
+def write_xisf(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype, history: list[str]) -> None:
+    """Float output is kept within [0, 1] (what XISF readers assume): clipped when the input
+    was in [0, 1], else scaled down with the factor recorded (``AstroSWIN:Scale`` property and
+    ``ASWSCALE`` keyword: original = stored * scale)."""
+    from xisf import XISF
+
+    metadata = {"FITSKeywords": {}, "XISFProperties": {}}
+    if image is not None and image.format == "xisf":
+        metadata = {k: dict(v) for k, v in image.xisf_metadata.items()}
+        metadata.setdefault("FITSKeywords", {})
+    elif image is not None and image.header is not None:
+        for card in fits_header(image.header, []).cards:
+            metadata["FITSKeywords"].setdefault(card.keyword, []).append({"value": str(card.value), "comment": card.comment})
+    dtype = np.dtype(dtype)
+    stored = data
+    if dtype.kind == "f":
+        dtype = np.dtype(np.float32) if dtype.itemsize < 8 else dtype
+        peak = float(np.nanmax(data)) if np.isfinite(data).any() else 1.0
+        if peak > 1.0 and image is not None and _input_peak(image) > 1.0:
+            scale = peak
+            stored = data / scale
+            metadata.setdefault("XISFProperties", {})["AstroSWIN:Scale"] = {"id": "AstroSWIN:Scale", "type": "Float64", "value": scale}
+            metadata["FITSKeywords"]["ASWSCALE"] = [{"value": repr(scale), "comment": "AstroSWIN: original = stored * ASWSCALE"}]
+        stored = np.clip(stored, 0.0, 1.0)
+    keywords = metadata["FITSKeywords"]
+    keywords["HISTORY"] = list(keywords.get("HISTORY", [])) + [{"value": line, "comment": ""} for line in history]
+    hwc = np.moveaxis(to_storage(stored if stored.ndim == 3 else stored[None], dtype), 0, -1)
+    XISF.write(str(tmp), np.ascontiguousarray(hwc), creator_app=_creator(), image_metadata=metadata, codec=None)
+
+
+def _input_peak(image: Image) -> float:
+    data = image.data
+    return float(np.nanmax(data)) if data.dtype.kind == "f" and np.isfinite(data).any() else 0.0
+
+
+def write_tiff(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype, history: list[str]) -> None:
+    import tifffile
+
+    planes = to_storage(data if data.ndim == 3 else data[None], dtype)
+    extrasamples = ()
+    if image is not None and image.alpha is not None:
+        planes = np.concatenate([planes, image.alpha.astype(planes.dtype, copy=False)])
+        extrasamples = image.tiff_extrasamples or (2,) * image.alpha.shape[0]
+    colour = data.shape[0] if data.ndim == 3 else 1
+    photometric = "rgb" if colour == 3 else "minisblack"
+    hwc = np.moveaxis(planes, 0, -1) if planes.shape[0] > 1 else planes[0]
+    tifffile.imwrite(tmp, hwc, photometric=photometric, planarconfig="contig" if planes.shape[0] > 1 else None, extrasamples=extrasamples or None, software=_creator(), description="\n".join(history), metadata=None)
+
+
+def _creator() -> str:
+    from astroswin import __version__
+
+    return f"AstroSWIN {__version__}"
+
+
+WRITERS = {"fits": write_fits, "xisf": write_xisf, "tiff": write_tiff}
+
+
+def default_dtype(fmt: str, image: Image | None) -> np.dtype:
+    """FITS: float32; XISF and TIFF: the input's sample type (float64 becomes float32)."""
+    if fmt == "fits" or image is None:
+        return np.dtype(np.float32)
+    dtype = np.dtype(image.dtype)
+    return np.dtype(np.float32) if dtype.kind == "f" else dtype
+
+
+def write_image(path: str | Path, data: np.ndarray, source: Image | None = None, *, fmt: str | None = None, dtype: np.dtype | str | None = None, history: list[str] | None = None, overwrite: bool = False) -> Path:
+    """Write ``data`` atomically, keeping ``source``'s metadata.
+
+    Parameters
+    ----------
+    path : str or Path
+        Target file. Its extension picks the format unless ``fmt`` is given; an unknown
+        extension falls back to the source's format.
+    data : numpy.ndarray
+        ``(H, W)`` or ``(C, H, W)`` float32 results in the source's units.
+    source : Image, optional
+        The image the data came from (metadata, sample type, alpha).
+    dtype : optional
+        Sample type to store; default :func:`default_dtype`.
+    history : list of str
+        HISTORY lines to add (FITS / XISF keywords, TIFF description).
+    overwrite : bool
+        Replace an existing file. Without it an existing target is an error -- checked at the
+        final, atomic step too, so two runs racing for one name cannot clobber each other.
+    """
+    path = Path(path)
+    fmt = fmt or format_for_suffix(path) or (source.format if source else "fits")
+    dtype = np.dtype(dtype) if dtype is not None else default_dtype(fmt, source)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise EngineError(f"output {path} is a folder")
+    if not folder.is_dir():
+        raise EngineError(f"output folder {folder} does not exist")
+    if path.exists() and not overwrite:
+        raise EngineError(f"output {path} exists (use --overwrite to replace it)")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".astroswin-tmp", dir=folder)
+    except OSError as exc:
+        raise EngineError(f"cannot write in {folder} ({exc.strerror or exc})") from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        tmp.unlink()  # writers create the file themselves (astropy refuses to overwrite)
+        WRITERS[fmt](tmp, data, source, dtype, history or [])
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if the name appeared meanwhile: never clobber
+            except FileExistsError:
+                raise EngineError(f"output {path} exists (use --overwrite to replace it)") from None
+            except OSError:
+                if path.exists():
+                    raise EngineError(f"output {path} exists (use --overwrite to replace it)") from None
+                os.replace(tmp, path)  # file systems without hard links
+    except EngineError:
+        raise
+    except OSError as exc:
+        raise EngineError(f"cannot write {path} ({exc.strerror or _first_line(exc)})") from None
+    except Exception as exc:  # a writer refusing the data: one line, and no partial file
+        raise EngineError(f"cannot write {path} as {fmt.upper()} ({_first_line(exc)})") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

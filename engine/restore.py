@@ -1,0 +1,202 @@
+"""Restore a linear image array: normalise, tile, infer, blend, un-normalise. Arrays in, arrays out.
+
+The pipeline never holds more than the input (which may be memory-mapped), one float32 output
+buffer of the input's size and a batch of tiles: tiles are read, cleaned (NaN/inf filled),
+stretched and replicated to three channels on the fly. Non-finite pixels come back exactly as
+they were (a NaN border stays NaN); clipped plateaus (saturated star cores) are passed through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import tiling
+from .device import autocast, resolve_device, resolve_precision
+from .errors import EngineError
+from .normalize import Stretch, estimate_stretch, stretch, unstretch
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class RestoreSettings:
+    """How to run a restoration.
+
+    Attributes
+    ----------
+    strength : float
+        0..1; the output is ``strength * restored + (1 - strength) * input`` in linear space.
+    tile, overlap : int
+        Tile size and overlap in pixels (defaults measured: see the README's speed table).
+    batch_size : int
+        Tiles per forward pass.
+    device : str
+        ``auto`` | ``cpu`` | ``cuda`` | ``mps``.
+    precision : str
+        ``auto`` | ``fp32`` | ``bf16`` | ``fp16``.
+    threads : int or None
+        CPU threads for torch (None: torch's default).
+    """
+
+    strength: float = 1.0
+    tile: int = 256
+    overlap: int = 32
+    batch_size: int = 4
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int | None = None
+
+    def check(self) -> None:
+        if not 0.0 <= self.strength <= 1.0:
+            raise EngineError(f"strength must be within 0..1, got {self.strength}")
+        if self.overlap < 0 or self.tile <= 2 * self.overlap or self.tile < 16:
+            raise EngineError(f"need tile >= 16 and tile > 2 * overlap >= 0, got tile={self.tile}, overlap={self.overlap}")
+        if self.batch_size < 1:
+            raise EngineError(f"batch size must be >= 1, got {self.batch_size}")
+
+
+def as_channels_first(data: np.ndarray) -> np.ndarray:
+    """View ``(H, W)`` as ``(1, H, W)``; accept ``(C, H, W)`` with C in {1, 3}; else raise."""
+    if data.ndim == 2:
+        return data[None]
+    if data.ndim == 3 and data.shape[0] in (1, 3):
+        return data
+    raise EngineError(f"unsupported image shape {data.shape}: expected (H, W) mono or (C, H, W) with 1 or 3 channels")
+
+
+def _row_blocks(height: int, width: int, channels: int, budget: int = 1 << 24):
+    """Row ranges whose ``C x rows x W`` slices stay under ``budget`` elements."""
+    rows = max(1, budget // max(1, channels * width))
+    for y in range(0, height, rows):
+        yield y, min(height, y + rows)
+
+
+def finite_fraction(image: np.ndarray) -> float:
+    """Fraction of finite pixels of ``(C, H, W)`` data, computed in bounded-memory row blocks."""
+    c, h, w = image.shape
+    count = sum(int(np.isfinite(image[:, a:b]).sum()) for a, b in _row_blocks(h, w, c))
+    return count / image.size
+
+
+def saturation_level(image: np.ndarray, params: Stretch) -> float | None:
+    """The clip level of the data, if it has a saturated plateau, else None.
+
+    A plateau is at least 3 pixels sharing the maximum value, far (>50 sigma) above the
+    background: a clipped star core or a sensor's full well, which no restoration can recover.
+    """
+    c, h, w = image.shape
+    peak = -np.inf
+    for a, b in _row_blocks(h, w, c):
+        block = image[:, a:b]
+        finite = block[np.isfinite(block)]
+        if finite.size:
+            peak = max(peak, float(finite.max()))
+    if not np.isfinite(peak) or peak < float(params.background.max()) + 50 * params.noise:
+        return None
+    count = sum(int((image[:, a:b] == peak).sum()) for a, b in _row_blocks(h, w, c))
+    return peak if count >= 3 else None
+
+
+def _clean_tile(tile: np.ndarray, params: Stretch) -> np.ndarray:
+    """Replace non-finite pixels of a tile by their channel's background."""
+    bad = ~np.isfinite(tile)
+    if bad.any():
+        tile = np.where(bad, params.background.astype(np.float32)[:, None, None], tile)
+    return tile
+
+
+@torch.inference_mode()
+def _infer(model: torch.nn.Module, batch: np.ndarray, params: Stretch, device: torch.device, precision: str) -> np.ndarray:
+    """Stretch, run the model (mono replicated to 3 channels and averaged back), unstretch."""
+    x = torch.from_numpy(batch).to(device)
+    s = stretch(x, params)
+    channels = s.shape[1]
+    model_channels = getattr(getattr(model, "config", None), "num_channels", channels)
+    if channels == 1 and model_channels == 3:
+        s = s.expand(-1, 3, -1, -1)
+    with autocast(device, precision):
+        out = model(s.contiguous())
+    out = out.float()
+    if channels == 1 and out.shape[1] == 3:
+        out = out.mean(dim=1, keepdim=True)
+    return unstretch(out, params).cpu().numpy()
+
+
+def restore_array(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings = RestoreSettings(), progress: ProgressCallback | None = None) -> np.ndarray:
+    """Deconvolve and denoise a linear image.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        ``(H, W)`` mono or ``(C, H, W)`` with C in {1, 3}, channels first; any real dtype; any
+        linear units (ADU, electrons, 0..1). Never modified; may be memory-mapped.
+    model : torch.nn.Module
+        A model from :func:`astroswin.engine.load_model` (``(B, 3, H, W)`` stretched in and out).
+    settings : RestoreSettings
+    progress : callable, optional
+        Called as ``progress(done_tiles, total_tiles)`` after each batch.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, the shape of ``data``, the same linear units; not clipped. Non-finite input
+        pixels are returned unchanged.
+
+    Raises
+    ------
+    EngineError
+        Unsupported shape, no finite pixel, bad settings or unavailable device.
+    """
+    settings.check()
+    image = as_channels_first(np.asarray(data) if not isinstance(data, np.memmap) else data)
+    if not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
+        raise EngineError(f"unsupported pixel type {image.dtype}")
+    c, h, w = image.shape
+    if finite_fraction(image) == 0.0:
+        raise EngineError("the image has no finite pixel (all NaN or inf)")
+    device = resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    model = model.to(device).eval()
+
+    params = estimate_stretch(image)
+    layout = tiling.plan(h, w, settings.tile, settings.overlap)
+    out = np.zeros((c, h, w), dtype=np.float32)
+    tiles = layout.tiles()
+    for first in range(0, len(tiles), settings.batch_size):
+        chunk = tiles[first : first + settings.batch_size]
+        batch = np.stack([_clean_tile(tiling.extract(image, layout, y, x), params) for y, x in chunk])
+        restored = _infer(model, batch, params, device, precision)
+        for (y, x), tile in zip(chunk, restored):
+            tiling.accumulate(out, tile, layout, y, x)
+        if progress is not None:
+            progress(min(first + settings.batch_size, len(tiles)), len(tiles))
+    tiling.normalise(out, layout)
+    _finish(out, image, settings.strength, saturation_level(image, params))
+    return out[0] if data.ndim == 2 else out
+
+
+def _finish(out: np.ndarray, image: np.ndarray, strength: float, saturation: float | None) -> None:
+    """Strength blend, then put back non-finite and saturated input pixels, in row blocks."""
+    c, h, w = out.shape
+    for a, b in _row_blocks(h, w, c):
+        src = np.asarray(image[:, a:b], dtype=np.float32)
+        dst = out[:, a:b]
+        if strength < 1.0:
+            dst *= strength
+            dst += (1.0 - strength) * np.nan_to_num(src, nan=0.0, posinf=0.0, neginf=0.0)
+        keep = ~np.isfinite(src)
+        if saturation is not None:
+            keep |= src >= saturation
+        if keep.any():
+            dst[keep] = src[keep]
+
+
+def count_tiles(height: int, width: int, settings: RestoreSettings) -> int:
+    """Number of tiles :func:`restore_array` will run (for progress reports)."""
+    return len(tiling.plan(height, width, settings.tile, settings.overlap))

@@ -1,0 +1,137 @@
+"""Overlapped tiles with reflect padding and smooth, normalised blend weights.
+
+Pure functions on index arithmetic: the image is never padded or copied as a whole. Each axis
+is covered by tiles of length ``tile`` that overlap by ``overlap`` pixels, starting ``overlap``
+pixels *before* the image (those virtual pixels are read by reflection), so every real pixel,
+borders included, gets full context. A tile's weight ramps up and down over the overlap with a
+raised cosine, never exactly 0; weights are separable, so their sum over all tiles is the outer
+product of two 1-D sums and normalising costs no image-sized buffer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Tiling of one axis of length ``size``: tile ``starts`` (may be negative) and ``length``."""
+
+    size: int
+    length: int
+    overlap: int
+    starts: tuple[int, ...]
+
+    def weights(self) -> np.ndarray:
+        """``(length,)`` blend weight of a tile along this axis, in (0, 1]."""
+        return ramp(self.length, self.overlap)
+
+    def weight_sum(self) -> np.ndarray:
+        """``(size,)`` sum of all tiles' weights at each real pixel (> 0 everywhere)."""
+        total = np.zeros(self.size, dtype=np.float64)
+        w = self.weights()
+        for s in self.starts:
+            a, b = max(s, 0), min(s + self.length, self.size)
+            total[a:b] += w[a - s : b - s]
+        return total
+
+
+def ramp(length: int, overlap: int) -> np.ndarray:
+    """Raised-cosine window: ``sin^2`` over the first and last ``overlap`` samples, 1 between.
+
+    Two tiles offset by ``length - overlap`` have ramps that sum to exactly 1 in their overlap
+    (``sin^2 + cos^2``), so the blend is a partition of unity wherever tiles overlap regularly.
+    """
+    w = np.ones(length, dtype=np.float64)
+    o = min(overlap, length // 2)
+    if o > 0:
+        up = np.sin(0.5 * np.pi * (np.arange(o) + 0.5) / o) ** 2
+        w[:o] = np.minimum(w[:o], up)
+        w[length - o :] = np.minimum(w[length - o :], up[::-1])
+    return w
+
+
+def plan_axis(size: int, tile: int, overlap: int) -> Axis:
+    """Tile one axis of ``size`` pixels.
+
+    Parameters
+    ----------
+    size : int
+        Image length along the axis, >= 1.
+    tile : int
+        Maximum tile length (pixels), > 2 * overlap.
+    overlap : int
+        Overlap between neighbouring tiles, and the reflected context before/after the image.
+    """
+    if size < 1:
+        raise ValueError(f"axis length must be >= 1, got {size}")
+    if overlap < 0 or tile <= 2 * overlap:
+        raise ValueError(f"need tile > 2 * overlap >= 0, got tile={tile}, overlap={overlap}")
+    padded = size + 2 * overlap
+    if padded <= tile:
+        return Axis(size, padded, overlap, (-overlap,))
+    stride = tile - overlap
+    starts = list(range(-overlap, size + overlap - tile, stride))
+    starts.append(size + overlap - tile)  # the last tile ends exactly `overlap` past the image
+    return Axis(size, tile, overlap, tuple(dict.fromkeys(starts)))
+
+
+def reflect_indices(start: int, length: int, size: int) -> np.ndarray:
+    """Indices ``start .. start+length-1`` mapped into ``[0, size)`` by mirror reflection.
+
+    The same rule as ``numpy.pad(mode="reflect")`` (edge pixel not repeated), applied as often
+    as needed, so it works for tiles larger than the image and for ``size == 1``.
+    """
+    idx = np.arange(start, start + length)
+    if size == 1:
+        return np.zeros(length, dtype=np.intp)
+    period = 2 * size - 2
+    idx = np.abs(idx) % period
+    return np.where(idx >= size, period - idx, idx).astype(np.intp)
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Both axes of an image's tiling; iterate :meth:`tiles` for ``(y_start, x_start)`` pairs."""
+
+    rows: Axis
+    cols: Axis
+
+    def tiles(self) -> list[tuple[int, int]]:
+        return [(y, x) for y in self.rows.starts for x in self.cols.starts]
+
+    def __len__(self) -> int:
+        return len(self.rows.starts) * len(self.cols.starts)
+
+
+def plan(height: int, width: int, tile: int, overlap: int) -> TilePlan:
+    """Tiling of an ``height x width`` image (see :func:`plan_axis`)."""
+    return TilePlan(plan_axis(height, tile, overlap), plan_axis(width, tile, overlap))
+
+
+def extract(image: np.ndarray, plan_: TilePlan, y: int, x: int) -> np.ndarray:
+    """``(C, Ly, Lx)`` float32 tile at ``(y, x)`` of a ``(C, H, W)`` array, reflect-padded.
+
+    Reads only the rows and columns it needs, so a memory-mapped image stays on disk.
+    """
+    iy = reflect_indices(y, plan_.rows.length, plan_.rows.size)
+    ix = reflect_indices(x, plan_.cols.length, plan_.cols.size)
+    return np.asarray(image[:, iy][:, :, ix], dtype=np.float32)
+
+
+def accumulate(out: np.ndarray, tile: np.ndarray, plan_: TilePlan, y: int, x: int) -> None:
+    """Add ``tile * weight`` into ``out`` (``(C, H, W)`` float32) where the tile covers the image."""
+    wy, wx = plan_.rows.weights(), plan_.cols.weights()
+    h, w = out.shape[-2:]
+    y0, y1 = max(y, 0), min(y + plan_.rows.length, h)
+    x0, x1 = max(x, 0), min(x + plan_.cols.length, w)
+    weight = (wy[y0 - y : y1 - y, None] * wx[None, x0 - x : x1 - x]).astype(np.float32)
+    out[:, y0:y1, x0:x1] += tile[:, y0 - y : y1 - y, x0 - x : x1 - x] * weight
+
+
+def normalise(out: np.ndarray, plan_: TilePlan) -> None:
+    """Divide the accumulated ``out`` by the (separable) weight sum, in place."""
+    out /= plan_.rows.weight_sum().astype(np.float32)[None, :, None]
+    out /= plan_.cols.weight_sum().astype(np.float32)[None, None, :]

@@ -1,0 +1,57 @@
+"""``astroswin train`` and ``astroswin export``: one click function per command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("train")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder (checkpoint last.pt, train.csv, val.csv, val_grid.png). Default: runs/<config name>.")
+@click.option("--resume", is_flag=True, help="Continue exactly from OUT/last.pt (model, EMA, optimiser, step, RNG).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Override the config's optim.steps.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
+@click.option("--init", default=None, help="Override the config's init (checkpoint .pt, model folder or hub id).")
+def train_command(config: Path, out: Path | None, resume: bool, steps: int | None, threads: int | None, init: str | None) -> None:
+    """Train one curriculum stage from a TOML CONFIG (see train/configs/).
+
+    Checkpoints OUT/last.pt every few steps and on SIGTERM/Ctrl-C; run again with --resume to
+    continue. Under torchrun / accelerate launch it trains with DDP.
+    """
+    from .config import load_config
+    from .loop import Trainer
+
+    overrides: dict = {"optim": {}}
+    if steps:
+        overrides["optim"]["steps"] = steps
+    if threads:
+        overrides["optim"]["threads"] = threads
+    if init is not None:
+        overrides["init"] = init
+    cfg = load_config(config, overrides)
+    out = out or Path("runs") / cfg.name
+    Trainer(cfg, out, resume=resume).run()
+    click.echo(f"checkpoint: {out / 'last.pt'}")
+
+
+@click.command("export")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder for model.safetensors + config.json. Default: the package's bundled weights folder for the model's name.")
+@click.option("--name", default="small", show_default=True, help="Bundled weights name when --out is not given.")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also export ONNX (opset 17, dynamic H and W) here, checked against PyTorch.")
+def export_command(checkpoint: Path, out: Path | None, name: str, onnx_path: Path | None) -> None:
+    """Export a training CHECKPOINT's EMA weights as safetensors (+ optional ONNX)."""
+    from astroswin.engine.loading import bundled_dir
+
+    from .loop import export_pretrained
+
+    out = out or bundled_dir(name)
+    export_pretrained(checkpoint, out)
+    click.echo(f"weights: {out}")
+    if onnx_path:
+        from .export import export_onnx
+
+        diff = export_onnx(out, onnx_path)
+        click.echo(f"onnx: {onnx_path} (max |onnx - torch| on a 64x64 tile: {diff:.2e})")

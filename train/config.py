@@ -1,0 +1,128 @@
+"""One config object per training stage, read from a TOML file in ``train/configs/``.
+
+A stage is reproduced by one command (``astroswin train train/configs/stage0.toml``): the file
+holds the seed, model, data, degradations, loss weights, optimiser and schedule. Unknown keys
+are errors, so a typo cannot silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .degrade import DegradeConfig
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+@dataclass
+class DataConfig:
+    """Synthetic (or folder) training data. Sizes are pixels."""
+
+    crop: int = 64
+    margin: int = 32
+    batch_size: int = 8
+    workers: int = 0
+    mono_fraction: float = 0.3
+    kinds: dict = field(default_factory=lambda: {"stars": 1.0, "galaxy": 1.0, "nebula": 1.0})
+    folder: str = ""  # a make_patches.py output folder; "" = synthetic scenes only
+    folder_fraction: float = 0.0
+
+
+@dataclass
+class LossConfig:
+    """Weights of the terms of :mod:`astroswin.train.losses`, and keyword params per term."""
+
+    weights: dict = field(default_factory=lambda: {"l1": 1.0, "mse": 1.0, "flux": 0.5})
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up and cosine decay; ``ema`` is the weight-EMA decay (0 = off)."""
+
+    lr: float = 2e-4
+    min_lr_fraction: float = 0.05
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    steps: int = 2000
+    accumulation: int = 1
+    grad_clip: float = 1.0
+    ema: float = 0.999
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast; auto = bf16 on CUDA if supported)
+    gradient_checkpointing: bool = False
+    threads: int = 0  # CPU threads for torch (0 = torch's default)
+
+
+@dataclass
+class LogConfig:
+    """How often to log, validate and checkpoint (in optimiser steps)."""
+
+    every: int = 25
+    val_every: int = 250
+    checkpoint_every: int = 100
+    val_scenes: int = 12
+    val_size: int = 96
+
+
+@dataclass
+class TrainConfig:
+    """A whole stage.
+
+    ``model`` names an engine config (``small``, ``lightweight``, ``tiny``) used when ``init`` is
+    empty; ``init`` starts from a previous stage's ``last.pt``, a ``save_pretrained`` folder or
+    a hub id (body only).
+    """
+
+    name: str = "stage"
+    seed: int = 0
+    model: str = "small"
+    model_overrides: dict = field(default_factory=dict)
+    init: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    degrade: DegradeConfig = field(default_factory=DegradeConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, values: dict, where: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(fields)}")
+    kwargs = {}
+    for key, value in values.items():
+        default = fields[key].default_factory() if fields[key].default_factory is not dataclasses.MISSING else fields[key].default
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            kwargs[key] = _build(type(default), value, f"{where}.{key}")
+        elif isinstance(default, tuple):
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def from_dict(values: dict, where: str = "config") -> TrainConfig:
+    """Build a :class:`TrainConfig` from nested dicts (unknown keys raise ``ValueError``)."""
+    return _build(TrainConfig, values, where)
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    """Read a TOML stage file; ``overrides`` are nested dicts merged on top (CLI flags)."""
+    path = Path(path)
+    with path.open("rb") as fh:
+        values = tomllib.load(fh)
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict):
+            values.setdefault(key, {}).update(value)
+        else:
+            values[key] = value
+    return from_dict(values, where=path.name)

@@ -1,0 +1,129 @@
+"""Training examples: synthetic scenes or the user's patches, degraded and stretched like inference.
+
+An example is ``(input, target)`` in the engine's stretched space, shape ``(3, crop, crop)``
+float32. The stretch is estimated on the *degraded input crop* with
+:func:`astroswin.engine.normalize.estimate_stretch` -- the same function inference applies to
+the whole image; because it keys on sky level and noise, a crop and a frame get the same
+stretch. Mono scenes are replicated to 3 channels, as :mod:`astroswin.engine.restore` does.
+
+Everything is deterministic from an integer seed, so ``--resume`` replays the exact data stream
+from the step number alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from astroswin.engine.normalize import estimate_stretch, stretch
+
+from .config import DataConfig
+from .degrade import DegradeConfig, degrade
+from .scenes import make_scene
+
+
+def to_three_channels(image: np.ndarray) -> np.ndarray:
+    """``(1, H, W)`` -> ``(3, H, W)`` by replication; 3 channels pass through."""
+    return np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image
+
+
+def augment(rng: np.random.Generator, *images: np.ndarray) -> list[np.ndarray]:
+    """The same random flip / 90-degree rotation applied to every image (the sky has no 'up')."""
+    k, flip = int(rng.integers(4)), bool(rng.integers(2))
+    out = []
+    for im in images:
+        im = np.rot90(im, k, axes=(-2, -1))
+        out.append(np.ascontiguousarray(im[..., ::-1] if flip else im))
+    return out
+
+
+def stretched_pair(degraded: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stretch an (input, target) pair with the input's statistics, as inference would."""
+    params = estimate_stretch(degraded)
+    return stretch(degraded, params).astype(np.float32), stretch(target, params).astype(np.float32)
+
+
+def synthetic_example(seed: int, data: DataConfig, degradations: DegradeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """One stretched ``(input, target)`` pair of ``(3, crop, crop)`` from a synthetic scene."""
+    rng = np.random.default_rng([seed, 7])
+    kinds = list(data.kinds)
+    weights = np.array([data.kinds[k] for k in kinds], dtype=float)
+    kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
+    channels = 1 if rng.uniform() < data.mono_fraction else 3
+    size = data.crop + 2 * data.margin
+    scene, _ = make_scene(seed, (size, size), channels=channels, kind=kind)
+    degraded, target, _ = degrade(rng, scene, degradations)
+    m, c = data.margin, data.crop
+    degraded, target = degraded[:, m : m + c, m : m + c], target[:, m : m + c, m : m + c]
+    degraded, target = augment(rng, degraded, target)
+    x, y = stretched_pair(to_three_channels(degraded), to_three_channels(target))
+    return x, y
+
+
+class FolderPatches:
+    """Patches written by ``scripts/make_patches.py``: ``DIR/manifest.jsonl`` + ``.npy`` arrays.
+
+    Each manifest line is ``{"path", "split", "source", "y", "x", "channels", "linear"}`` with
+    ``path`` relative to ``DIR`` and arrays of shape ``(C, H, W)`` float32. A patch is treated
+    as the *target*: it is blurred and noised with the same degradations as synthetic scenes
+    (real images are already blurred and noisy, so this teaches the model their look on top of
+    the synthetic truth; see the README's training section).
+    """
+
+    def __init__(self, folder: str | Path, split: str = "train"):
+        self.folder = Path(folder)
+        manifest = self.folder / "manifest.jsonl"
+        if not manifest.is_file():
+            raise FileNotFoundError(f"{manifest} not found: run scripts/make_patches.py first")
+        with manifest.open() as fh:
+            self.entries = [e for e in map(json.loads, filter(str.strip, fh)) if e["split"] == split]
+        if not self.entries:
+            raise ValueError(f"{manifest} has no {split!r} patches")
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def example(self, seed: int, crop: int, degradations: DegradeConfig) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([seed, 11])
+        entry = self.entries[int(rng.integers(len(self.entries)))]
+        patch = np.load(self.folder / entry["path"]).astype(np.float64)
+        patch = np.nan_to_num(patch - np.nanmedian(patch))
+        scale = np.abs(patch).max() or 1.0
+        scene = patch / scale * 10 ** rng.uniform(2, 4)  # to the flux range of synthetic scenes
+        h, w = scene.shape[-2:]
+        y0, x0 = int(rng.integers(0, max(1, h - crop + 1))), int(rng.integers(0, max(1, w - crop + 1)))
+        degraded, target, _ = degrade(rng, scene, degradations)
+        degraded, target = degraded[:, y0 : y0 + crop, x0 : x0 + crop], target[:, y0 : y0 + crop, x0 : x0 + crop]
+        degraded, target = augment(rng, degraded, target)
+        return stretched_pair(to_three_channels(degraded), to_three_channels(target))
+
+
+def make_batch(seeds: list[int], data: DataConfig, degradations: DegradeConfig, folder: FolderPatches | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack examples for ``seeds`` into ``(B, 3, crop, crop)`` input and target tensors."""
+    xs, ys = [], []
+    for seed in seeds:
+        use_folder = folder is not None and np.random.default_rng([seed, 13]).uniform() < data.folder_fraction
+        x, y = folder.example(seed, data.crop, degradations) if use_folder else synthetic_example(seed, data, degradations)
+        xs.append(x)
+        ys.append(y)
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+
+
+#: Seeds of validation scenes start here; training seeds stay far below it.
+VALIDATION_SEED_BASE = 10**9
+
+
+def validation_set(count: int, size: int, degradations: DegradeConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed validation set, disjoint from training seeds, cycling through the scene kinds."""
+    data = DataConfig(crop=size, margin=32, mono_fraction=0.3)
+    kinds = ["stars", "galaxy", "nebula"]
+    xs, ys = [], []
+    for i in range(count):
+        data.kinds = {kinds[i % 3]: 1.0}
+        x, y = synthetic_example(VALIDATION_SEED_BASE + i, data, degradations)
+        xs.append(x)
+        ys.append(y)
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))

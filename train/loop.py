@@ -1,0 +1,259 @@
+"""The training loop: AdamW, warm-up + cosine, accumulation, EMA, exact resume, DDP.
+
+Plain PyTorch. One checkpoint file, ``OUT/last.pt``, is overwritten atomically every
+``log.checkpoint_every`` steps and on SIGTERM/SIGINT; ``--resume`` continues from it exactly
+(model, EMA, optimiser, step, RNG; the data stream is a pure function of the step). Under
+``torchrun`` / ``accelerate launch`` (``WORLD_SIZE`` > 1) it runs DistributedDataParallel on
+gloo (CPU) or NCCL (CUDA); rank 0 writes everything.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from astroswin.engine.model import AstroSwin2SR, AstroSwin2SRConfig
+
+from .config import TrainConfig
+from .data import FolderPatches, make_batch, validation_set
+from .losses import to_sigma_units, weighted_loss
+
+
+def build_model(cfg: TrainConfig) -> AstroSwin2SR:
+    """A fresh model from the named config, or initialised from ``cfg.init``."""
+    if not cfg.init:
+        return AstroSwin2SR(AstroSwin2SRConfig.named(cfg.model, **cfg.model_overrides))
+    if cfg.init.endswith(".pt"):
+        state = torch.load(cfg.init, map_location="cpu", weights_only=False)
+        model = AstroSwin2SR(AstroSwin2SRConfig.from_dict(state["model_config"]))
+        model.load_state_dict(state["ema"] or state["model"])
+        return model
+    from astroswin.engine.loading import load_model
+
+    return load_model(cfg.init)
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to ``lr`` then cosine decay to ``lr * min_lr_fraction`` at ``steps``."""
+    o = cfg.optim
+    if step < o.warmup:
+        return o.lr * (step + 1) / o.warmup
+    progress = min(1.0, (step - o.warmup) / max(1, o.steps - o.warmup))
+    return o.lr * (o.min_lr_fraction + (1 - o.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def autocast_context(precision: str, device: torch.device):
+    """Autocast for bf16/fp16 (``auto`` = bf16 on CUDA when supported, fp32 on CPU)."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "fp32":
+        return nullcontext(), precision
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device.type, dtype=dtype), precision
+
+
+def atomic_save(obj, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename (never a torn file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Holds the run's state; :meth:`run` trains to ``cfg.optim.steps``."""
+
+    def __init__(self, cfg: TrainConfig, out: str | Path, resume: bool = False):
+        self.cfg = cfg
+        self.out = Path(out)
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() else torch.device("cpu")
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if cfg.optim.threads:
+            torch.set_num_threads(cfg.optim.threads)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg).to(self.device)
+        if cfg.optim.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if cfg.optim.ema > 0 else None
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.step = 0
+        self.folder = FolderPatches(cfg.data.folder) if cfg.data.folder else None
+        self.stop_requested = False
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        if resume and (self.out / "last.pt").is_file():
+            self.load(self.out / "last.pt")
+        self.net = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "config": self.cfg.to_dict(),
+            "model_config": self.model.config.to_dict(),
+            "model": self.model.state_dict(),
+            "ema": self.ema,
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def save(self) -> None:
+        if self.is_main:
+            atomic_save(self.state(), self.out / "last.pt")
+
+    def load(self, path: Path) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+
+    # -- one step ------------------------------------------------------------------------------
+    def seeds(self, micro: int) -> list[int]:
+        """Data seeds of one micro-batch: a pure function of (seed, step, rank, micro)."""
+        b, a = self.cfg.data.batch_size, self.cfg.optim.accumulation
+        first = ((self.step * a + micro) * self.world + self.rank) * b
+        return [self.cfg.seed * 10**8 + first + i for i in range(b)]
+
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        lr = learning_rate(self.step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        context, _ = autocast_context(cfg.optim.precision, self.device)
+        totals: dict[str, float] = {}
+        for micro in range(cfg.optim.accumulation):
+            x, y = make_batch(self.seeds(micro), cfg.data, cfg.degrade, self.folder)
+            x, y = x.to(self.device), y.to(self.device)
+            with context:
+                pred = self.net(x)
+            loss, terms = weighted_loss(pred.float(), y, cfg.loss.weights, cfg.loss.params)
+            (loss / cfg.optim.accumulation).backward()
+            for k, v in {"loss": float(loss.detach()), **terms}.items():
+                totals[k] = totals.get(k, 0.0) + v / cfg.optim.accumulation
+        if cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            with torch.no_grad():
+                for k, v in self.model.state_dict().items():
+                    if v.dtype.is_floating_point:
+                        self.ema[k].mul_(cfg.optim.ema).add_(v.detach(), alpha=1 - cfg.optim.ema)
+                    else:
+                        self.ema[k].copy_(v)
+        self.step += 1
+        return {"step": self.step, "lr": lr, **totals}
+
+    # -- validation ----------------------------------------------------------------------------
+    def ema_model(self) -> AstroSwin2SR:
+        model = AstroSwin2SR(self.model.config).to(self.device)
+        model.load_state_dict(self.ema if self.ema is not None else self.model.state_dict())
+        return model.eval()
+
+    @torch.inference_mode()
+    def validate(self, val: tuple[torch.Tensor, torch.Tensor]) -> dict:
+        """PSNR (stretched space) of model and identity, and the bright-source flux ratio."""
+        x, y = (t.to(self.device) for t in val)
+        model = self.ema_model()
+        pred = torch.cat([model(x[i : i + 4]) for i in range(0, len(x), 4)]).float()
+        mse = ((pred - y) ** 2).mean(dim=(1, 2, 3))
+        mse_in = ((x - y) ** 2).mean(dim=(1, 2, 3))
+        psnr = (-10 * torch.log10(mse.clamp_min(1e-12))).mean().item()
+        psnr_in = (-10 * torch.log10(mse_in.clamp_min(1e-12))).mean().item()
+        ratio = flux_ratio(pred, y)
+        self.write_grid(x, pred, y)
+        return {"step": self.step, "val_psnr": psnr, "val_psnr_input": psnr_in, "val_flux_ratio": ratio}
+
+    def write_grid(self, x, pred, y, n: int = 6) -> None:
+        """PNG grid: rows input / restored / truth, in the stretched space (display only)."""
+        from PIL import Image
+
+        rows = [torch.cat(list(t[:n, :3].clamp(0, 1).cpu()), dim=-1) for t in (x, pred, y)]
+        grid = (torch.cat(rows, dim=-2).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        Image.fromarray(grid).save(self.out / "val_grid.png")
+
+    # -- the run -------------------------------------------------------------------------------
+    def run(self) -> None:
+        cfg = self.cfg
+        handler = signal.getsignal(signal.SIGTERM)
+
+        def request_stop(signum, frame):
+            self.stop_requested = True
+
+        signal.signal(signal.SIGTERM, request_stop)
+        val = validation_set(cfg.log.val_scenes, cfg.log.val_size, cfg.degrade) if self.is_main else None
+        start = time.time()
+        try:
+            while self.step < cfg.optim.steps and not self.stop_requested:
+                row = self.train_step()
+                row["seconds"] = round(time.time() - start, 1)
+                if self.is_main and (self.step % cfg.log.every == 0 or self.step == 1):
+                    append_csv(self.out / "train.csv", row)
+                    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+                if self.step % cfg.log.checkpoint_every == 0:
+                    self.save()
+                if self.is_main and (self.step % cfg.log.val_every == 0 or self.step == cfg.optim.steps):
+                    metrics = self.validate(val)
+                    append_csv(self.out / "val.csv", metrics)
+                    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()), flush=True)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.save()
+            signal.signal(signal.SIGTERM, handler)
+            if self.world > 1 and dist.is_initialized():
+                dist.barrier()
+                dist.destroy_process_group()
+
+
+def flux_ratio(pred: torch.Tensor, target: torch.Tensor, threshold: float = 100.0, aperture: int = 9) -> float:
+    """Median ratio of predicted to true aperture flux around bright target peaks.
+
+    Both are mapped to linear sigma units; peaks are local maxima of the target above
+    ``threshold`` sigma; apertures are ``aperture x aperture`` boxes. 1.0 is perfect.
+    """
+    lp, lt = to_sigma_units(pred), to_sigma_units(target)
+    pool = torch.nn.functional.max_pool2d(lt, 9, stride=1, padding=4)
+    peaks = (lt == pool) & (lt > threshold)
+    sp = torch.nn.functional.avg_pool2d(lp, aperture, stride=1, padding=aperture // 2)
+    st = torch.nn.functional.avg_pool2d(lt, aperture, stride=1, padding=aperture // 2)
+    ratios = (sp[peaks] / st[peaks]).float()
+    return float(ratios.median()) if ratios.numel() else float("nan")
+
+
+def append_csv(path: Path, row: dict) -> None:
+    """Append a row; write the header when the file is new (columns fixed by the first row)."""
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row), extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def export_pretrained(checkpoint: str | Path, out: str | Path, use_ema: bool = True) -> Path:
+    """Write a checkpoint's (EMA) weights as ``save_pretrained`` safetensors + ``config.json``."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = AstroSwin2SR(AstroSwin2SRConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["ema"] if use_ema and state.get("ema") else state["model"])
+    out = Path(out)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
