@@ -3,9 +3,10 @@
 Pure functions on index arithmetic: the image is never padded or copied as a whole. Each axis
 is covered by tiles of length ``tile`` that overlap by ``overlap`` pixels, starting ``overlap``
 pixels *before* the image (those virtual pixels are read by reflection), so every real pixel,
-borders included, gets full context. A tile's weight ramps up and down over the overlap with a
-raised cosine, never exactly 0; weights are separable, so their sum over all tiles is the outer
-product of two 1-D sums and normalising costs no image-sized buffer.
+borders included, gets full context. A tile's weight is 0 on its outermost pixels and ramps up
+and down over the overlap with a raised cosine (:func:`ramp`); weights are separable, so their
+sum over all tiles is the outer product of two 1-D sums and normalising costs no image-sized
+buffer.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class Axis:
     starts: tuple[int, ...]
 
     def weights(self) -> np.ndarray:
-        """``(length,)`` blend weight of a tile along this axis, in (0, 1]."""
+        """``(length,)`` blend weight of a tile along this axis, in [0, 1]."""
         return ramp(self.length, self.overlap)
 
     def weight_sum(self) -> np.ndarray:
@@ -39,15 +40,22 @@ class Axis:
 
 
 def ramp(length: int, overlap: int) -> np.ndarray:
-    """Raised-cosine window: ``sin^2`` over the first and last ``overlap`` samples, 1 between.
+    """Blend window of a tile: 0 on an outer margin, a raised-cosine ramp, then 1.
 
-    Two tiles offset by ``length - overlap`` have ramps that sum to exactly 1 in their overlap
-    (``sin^2 + cos^2``), so the blend is a partition of unity wherever tiles overlap regularly.
+    The outer ``overlap // 4`` pixels of each side get weight 0: they serve only as context, so
+    a model's unreliable tile-edge pixels never reach the output (a model whose receptive field
+    fits in that margin is reproduced exactly). Between margin and ``overlap`` the weight rises
+    as ``sin^2``; two tiles offset by ``length - overlap`` ramp over the same pixels and sum to
+    exactly 1 there (``sin^2 + cos^2``).
     """
     w = np.ones(length, dtype=np.float64)
     o = min(overlap, length // 2)
+    margin = o // 4
+    width = o - 2 * margin
     if o > 0:
-        up = np.sin(0.5 * np.pi * (np.arange(o) + 0.5) / o) ** 2
+        up = np.zeros(o)
+        up[margin : margin + width] = np.sin(0.5 * np.pi * (np.arange(width) + 0.5) / width) ** 2
+        up[margin + width :] = 1.0
         w[:o] = np.minimum(w[:o], up)
         w[length - o :] = np.minimum(w[length - o :], up[::-1])
     return w

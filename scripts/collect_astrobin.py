@@ -148,10 +148,11 @@ class AstroBin:
         for day, image_id in self.iotd(since, until, page_size):
             yield cl.Item(
                 id=image_id,
-                stem=cl.safe_name(f"{day.isoformat()}_{image_id}"),
+                variant=self.size,
+                stem=cl.safe_name(f"{day.isoformat()}_{image_id}_{self.size}"),
                 page_url=f"{self.base}/{urllib.parse.quote(image_id)}/",
                 license="",
-                meta={"iotd_date": day.isoformat(), "size": self.size},
+                meta={"iotd_date": day.isoformat()},
                 resolve=self.resolve,
             )
 

@@ -129,14 +129,15 @@ class EsaHubble:
         for image_id, title, category in cl.interleave(self.listing(cat) for cat in categories):
             yield cl.Item(
                 id=image_id,
-                stem=cl.safe_name(image_id),
+                variant=self.fmt,
+                stem=cl.safe_name(f"{image_id}_{self.fmt}"),
                 url=f"{self.base}/media/archives/images/{self.folder}/{urllib.parse.quote(image_id)}{self.ext}",
                 page_url=f"{self.base}/images/{urllib.parse.quote(image_id)}/",
                 title=title,
                 credit=DEFAULT_CREDIT,
                 license=LICENSE,
                 license_url=LICENSE_URL,
-                meta={"category": category, "format": self.fmt},
+                meta={"category": category},
                 resolve=self.resolve if self.metadata else None,
                 accept=self.accept,
             )

@@ -285,7 +285,10 @@ def extract_sci(raw: Path, out: Path, provenance: dict[str, Any]) -> None:
                     sci = next((h for h in hdul if h.is_image and h.data is not None and h.data.ndim == 2), None)
                 if sci is None or sci.data is None or sci.data.ndim != 2:
                     raise cl.RejectedDownload(f"{raw.name} has no 2-D SCI image")
-                wcs = WCS(sci.header)
+                try:
+                    wcs = WCS(sci.header, fobj=hdul)
+                except Exception as e:  # noqa: BLE001 - astropy.wcs raises many kinds of errors
+                    raise cl.RejectedDownload(f"{raw.name}: unreadable WCS ({type(e).__name__}: {e})") from None
                 if not wcs.has_celestial:
                     raise cl.RejectedDownload(f"{raw.name}: SCI extension has no celestial WCS")
                 header = wcs.celestial.to_header(relax=True)
@@ -313,7 +316,7 @@ def extract_sci(raw: Path, out: Path, provenance: dict[str, Any]) -> None:
 
 def _postprocess(keep_raw: bool):
     def run(part: Path, out_dir: Path, item: cl.Item) -> Path:
-        raw_name = item.meta.get("filename") or f"{item.stem}.fits"
+        raw_name = cl.safe_name(item.meta.get("filename") or f"{item.stem}.fits")
         raw = out_dir / "raw" / raw_name
         raw.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, raw)
@@ -351,7 +354,7 @@ def make_item(base: str, product: dict[str, Any], obs: dict[str, Any], keep_raw:
         id=uri,
         stem=stem,
         url=f"{base}{DOWNLOAD_PATH}?{urllib.parse.urlencode({'uri': uri})}",
-        page_url=obs.get("dataURL") if isinstance(obs.get("dataURL"), str) else None,
+        page_url=None,  # MAST has no stable per-product web page; the data URI is the id
         title=obs.get("obs_title") if isinstance(obs.get("obs_title"), str) else None,
         credit=credit,
         license=LICENSE,

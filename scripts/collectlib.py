@@ -12,10 +12,20 @@ What it provides:
   bodies, JSON helpers that turn malformed answers into :class:`ApiChangedError`,
   and :meth:`HttpClient.fetch_to_part`, a download into a ``.part`` file that
   resumes a partial ``.part`` with an HTTP ``Range`` request.
-* :class:`Manifest` - the JSON Lines manifest (one object per collected file,
-  see :func:`manifest_entry`) used both as the licence/credit record and as the
-  resume index: an item whose manifest entry points at a file of the recorded
-  size (and, with ``--verify-checksum``, SHA-256) is skipped without a request.
+* :class:`Manifest` - ``<out>/manifest.jsonl``, one JSON object per collected file,
+  used both as the licence/credit record and as the resume index: an item whose
+  entry points at a file of the recorded size (and, with ``--verify-checksum``,
+  SHA-256) is skipped without a request. Fields (see :func:`manifest_entry`)::
+
+      {"source": "esahubble", "id": "heic0506a", "variant": "large",
+       "file": "heic0506a_large.jpg", "url": "<download URL, credentials redacted>",
+       "page_url": "...", "title": "...", "credit": "ESA/Hubble & NASA",
+       "license": "CC BY 4.0", "license_url": "https://creativecommons.org/licenses/by/4.0/",
+       "sha256": "<hex>", "size": 123456, "content_type": "image/jpeg",
+       "retrieved_utc": "2025-01-01T00:00:00Z", "meta": {<source-specific>}}
+
+  ``file`` is relative to the manifest's directory; (source, id, variant) is the key
+  and the last line for a key wins.
 * :class:`Collector` - the per-run loop shared by all collectors: skip what is
   complete, resolve metadata, download, verify, post-process, rename atomically,
   append to the manifest, show a progress bar, print a summary.
@@ -486,6 +496,7 @@ def manifest_entry(
     *,
     source: str,
     id: str,
+    variant: str | None,
     file: str,
     url: str,
     sha256: str,
@@ -502,6 +513,7 @@ def manifest_entry(
     return {
         "source": source,
         "id": id,
+        "variant": variant or None,
         "file": file,
         "url": redact(url),
         "page_url": page_url,
@@ -517,12 +529,16 @@ def manifest_entry(
     }
 
 
+def _key(source: str, id: str, variant: str | None) -> tuple[str, str, str]:
+    return (str(source), str(id), str(variant or ""))
+
+
 class Manifest:
-    """``<out>/manifest.jsonl``: append-only, last entry per (source, id) wins."""
+    """``<out>/manifest.jsonl``: append-only, last entry per (source, id, variant) wins."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.entries: dict[tuple[str, str], dict[str, Any]] = {}
+        self.entries: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.bad_lines = 0
         if path.exists():
             with open(path, encoding="utf-8") as f:
@@ -532,17 +548,19 @@ class Manifest:
                         continue
                     try:
                         entry = json.loads(line)
-                        key = (str(entry["source"]), str(entry["id"]))
+                        key = _key(entry["source"], entry["id"], entry.get("variant"))
                     except (ValueError, KeyError, TypeError):
                         self.bad_lines += 1
                         continue
                     self.entries[key] = entry
 
-    def get(self, source: str, id: str) -> dict[str, Any] | None:
-        return self.entries.get((source, id))
+    def get(self, source: str, id: str, variant: str | None = None) -> dict[str, Any] | None:
+        return self.entries.get(_key(source, id, variant))
 
-    def is_complete(self, source: str, id: str, root: Path, verify_checksum: bool = False) -> bool:
-        entry = self.get(source, id)
+    def is_complete(
+        self, source: str, id: str, root: Path, verify_checksum: bool = False, variant: str | None = None
+    ) -> bool:
+        entry = self.get(source, id, variant)
         if not entry:
             return False
         try:
@@ -559,7 +577,7 @@ class Manifest:
             f.write(json.dumps(entry, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        self.entries[(entry["source"], entry["id"])] = entry
+        self.entries[_key(entry["source"], entry["id"], entry.get("variant"))] = entry
 
 
 # --------------------------------------------------------------------------- the run loop
@@ -573,6 +591,8 @@ class Item:
 
     id: str
     stem: str
+    #: which rendition of the item (e.g. "large", "real"); part of the resume key
+    variant: str = ""
     url: str | None = None
     page_url: str | None = None
     title: str | None = None
@@ -640,15 +660,15 @@ class Collector:
         if not self.opts.dry_run:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         limit = self.opts.limit
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()
         counted = 0
         with tqdm(total=limit, desc=self.source, unit="file", file=sys.stderr, disable=None, dynamic_ncols=True) as bar:
             for item in items:
                 if limit is not None and counted >= limit:
                     break
-                if item.id in seen:
+                if (item.id, item.variant) in seen:
                     continue
-                seen.add(item.id)
+                seen.add((item.id, item.variant))
                 if self._one(item):
                     counted += 1
                     bar.update(1)
@@ -656,7 +676,7 @@ class Collector:
 
     def _one(self, item: Item) -> bool:
         """Process one item; False if it was deliberately excluded (does not count toward --limit)."""
-        if self.manifest.is_complete(self.source, item.id, self.out_dir, self.opts.verify_checksum):
+        if self.manifest.is_complete(self.source, item.id, self.out_dir, self.opts.verify_checksum, item.variant):
             self.skipped += 1
             return True
         try:
@@ -708,9 +728,12 @@ class Collector:
             final = self.out_dir / f"{item.stem}{ext}"
             os.replace(part, final)
         size = final.stat().st_size
+        if got.url != item.url:
+            item.meta["resolved_url"] = redact(got.url)  # after redirects (e.g. to a CDN)
         entry = manifest_entry(
             source=self.source,
             id=item.id,
+            variant=item.variant,
             file=final.relative_to(self.out_dir).as_posix(),
             url=item.url,
             sha256=sha256_file(final),

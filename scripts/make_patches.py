@@ -266,7 +266,8 @@ def robust_std(x: np.ndarray) -> float:
 
 def noise_sigma(lum: np.ndarray) -> float:
     """Per-pixel noise from horizontal neighbour differences (robust to structure)."""
-    d = np.diff(lum, axis=-1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = np.diff(lum, axis=-1)
     d = d[np.isfinite(d)]
     if d.size == 0:
         return 0.0
@@ -319,11 +320,14 @@ def patch_stats(img: Image, y: int, x: int, size: int, sat_level: float | None) 
     if sat_level is not None:
         tol = abs(sat_level) * 1e-6
         with np.errstate(invalid="ignore"):
-            sat = (raw >= sat_level - tol).any(axis=0)
-        saturated = float(sat.mean())
+            sat = raw >= sat_level - tol
+        if np.issubdtype(raw.dtype, np.floating):
+            sat &= np.isfinite(raw)  # inf counts as non-finite, not as saturated
+        saturated = float(sat.any(axis=0).mean())
     else:
         saturated = 0.0
-    lum = f.mean(axis=0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        lum = f.mean(axis=0)
     finite = lum[np.isfinite(lum)]
     if finite.size:
         peak = float(finite.max() - np.median(finite))

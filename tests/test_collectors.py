@@ -268,9 +268,10 @@ def test_astrobin_end_to_end(server, tmp_path):
         assert path.read_bytes() == data
         assert e["sha256"] == sha(data) and e["size"] == len(data)
         assert e["source"] == "astrobin" and e["url"].endswith(f"/{e['id']}/0/rawthumb/real/")
+        assert e["meta"]["resolved_url"] == server.url + CDN.format(e["id"])  # redirect followed
         assert e["content_type"] == "image/jpeg"
     first = entries[0]
-    assert first["file"] == "2024-03-03_abc111.jpg"
+    assert first["file"] == "2024-03-03_abc111_real.jpg"
     assert first["credit"] == "alice / AstroBin" and first["license"] == "CC BY"
     assert first["license_url"].startswith("https://creativecommons.org/licenses/by/")
     assert first["title"] == "M 31 in HOO" and first["meta"]["iotd_date"] == "2024-03-03"
@@ -296,12 +297,12 @@ def test_astrobin_resume_skips_complete_files(server, tmp_path):
     assert paths == {"/api/v1/imageoftheday/"}  # no image metadata, no downloads
     assert len(manifest(tmp_path)) == 3
     # a damaged file is noticed by the size check and fetched again
-    (tmp_path / "2024-03-02_def222.jpg").write_bytes(b"garbage")
+    (tmp_path / "2024-03-02_def222_real.jpg").write_bytes(b"garbage")
     server.log.clear()
     result = astrobin(server, tmp_path)
     assert "1 downloaded, 2 already complete" in result.stderr
     assert len(server.requests(CDN.format("def222"))) == 1
-    assert (tmp_path / "2024-03-02_def222.jpg").read_bytes() == IMAGES["def222"]
+    assert (tmp_path / "2024-03-02_def222_real.jpg").read_bytes() == IMAGES["def222"]
 
 
 def test_astrobin_resume_after_interruption(server, tmp_path):
@@ -372,13 +373,16 @@ def test_astrobin_date_range_license_and_limit(server, tmp_path):
     result = astrobin(server, tmp_path / "a", "--since", "2024-03-02", "--until", "2024-03-02")
     assert result.exit_code == 0
     assert [e["id"] for e in manifest(tmp_path / "a")] == ["def222"]
+    server.log.clear()
+    result = astrobin(server, tmp_path / "s", "--since", "2024-03-03")
+    assert [e["id"] for e in manifest(tmp_path / "s")] == ["abc111"]
     assert not server.requests("/api/v1/imageoftheday/", offset="2")  # newest first: stopped early
     result = astrobin(server, tmp_path / "b", "--license", "CC BY", "--license", "CC BY-SA", "--limit", "1")
     assert result.exit_code == 0
     assert [e["id"] for e in manifest(tmp_path / "b")] == ["abc111"]
     result = astrobin(server, tmp_path / "c", "--license", "CC BY-SA")
     assert [e["id"] for e in manifest(tmp_path / "c")] == ["ghi333"]
-    assert "1 excluded" in result.stderr
+    assert "2 excluded" in result.stderr
 
 
 def test_retry_429_honours_retry_after(server, tmp_path, offline_env):
@@ -402,7 +406,7 @@ def test_retry_500_then_200_with_backoff(server, tmp_path, offline_env):
     assert result.exit_code == 0, result.output
     assert len(server.requests(CDN.format("abc111"))) == 3
     assert offline_env[:2] == [0.5, 1.0]  # exponential backoff
-    assert (tmp_path / "2024-03-03_abc111.jpg").read_bytes() == IMAGES["abc111"]
+    assert (tmp_path / "2024-03-03_abc111_real.jpg").read_bytes() == IMAGES["abc111"]
 
 
 def test_retries_are_bounded(server, tmp_path):
@@ -434,13 +438,13 @@ def test_truncated_every_time_fails_then_resumes_next_run(server, tmp_path):
     assert not manifest(tmp_path)
     server.route(CDN.format("abc111"), image_reply(data, truncate_to=500))
     astrobin(server, tmp_path, "--limit", "1", "--retries", "0")  # leaves 500 bytes in the .part
-    assert (tmp_path / "2024-03-03_abc111.part").stat().st_size == 500
+    assert (tmp_path / "2024-03-03_abc111_real.part").stat().st_size == 500
     server.route(CDN.format("abc111"), image_reply(data, ranges=True))
     server.log.clear()
     result = astrobin(server, tmp_path, "--limit", "1")
     assert result.exit_code == 0
     assert server.requests(CDN.format("abc111"))[0]["headers"].get("Range") == "bytes=500-"
-    assert (tmp_path / "2024-03-03_abc111.jpg").read_bytes() == data
+    assert (tmp_path / "2024-03-03_abc111_real.jpg").read_bytes() == data
 
 
 def test_html_instead_of_image_is_rejected(server, tmp_path):
@@ -450,6 +454,24 @@ def test_html_instead_of_image_is_rejected(server, tmp_path):
     assert result.exit_code == 1
     assert "HTML/text page" in result.stderr
     assert not list(tmp_path.glob("2024-03-03_abc111*"))
+
+
+def test_scripts_run_as_programs(tmp_path):
+    """The files run as scripts from any directory (they find collectlib themselves)."""
+    import subprocess
+
+    for script, code, needle in [
+        ("collect_astrobin.py", 2, "collect_astrobin: missing AstroBin API credentials"),
+        ("collect_mast.py", 0, "Usage:"),
+    ]:
+        args = [sys.executable, str(ROOT / "scripts" / script), "--out", str(tmp_path / "o")]
+        if code == 0:
+            args.append("--help")
+        proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+        assert proc.returncode == code, proc.stderr
+        assert needle in (proc.stderr if code else proc.stdout)
+        if code:
+            assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_unreachable_network(tmp_path):
@@ -484,6 +506,7 @@ def esa_routes(server: FixtureServer) -> None:
     server.route(cat.format("galaxies", 1), html_reply("esahubble/category_galaxies_page1.html"))
     server.route(cat.format("galaxies", 2), html_reply("esahubble/category_galaxies_page2.html"))
     server.route(cat.format("nebulae", 1), html_reply("esahubble/category_nebulae_page1.html"))
+    server.route(cat.format("starclusters", 1), Reply(200, b"<script>var images = [\n    ];</script>"))
     for image_id in ("heic0001a", "heic0003a", "heic0004a"):  # potw0002a: no JSON view (404)
         server.route(f"/images/{image_id}/api/json/", json_reply(f"esahubble/image_{image_id}.json"))
     for image_id, data in ESA_IMAGES.items():
@@ -499,12 +522,16 @@ def test_esahubble_end_to_end(server, tmp_path):
     result = esa(server, tmp_path, "--category", "galaxies", "--category", "nebulae")
     assert result.exit_code == 0, result.output
     entries = manifest(tmp_path)
-    # categories interleaved page by page; heic0001a (in both) collected once
-    assert [e["id"] for e in entries] == ["heic0001a", "potw0002a", "heic0004a", "heic0003a"]
+    # categories interleaved round-robin; heic0001a (in both) collected once
+    assert [e["id"] for e in entries] == ["heic0001a", "heic0004a", "potw0002a", "heic0003a"]
     by_id = {e["id"]: e for e in entries}
     for image_id, data in ESA_IMAGES.items():
         e = by_id[image_id]
-        assert (tmp_path / e["file"]).read_bytes() == data and e["file"] == f"{image_id}.jpg"
+        assert (
+            (tmp_path / e["file"]).read_bytes() == data
+            and e["file"] == f"{image_id}_large.jpg"
+            and e["variant"] == "large"
+        )
         assert e["sha256"] == sha(data) and e["size"] == len(data)
         assert e["license"] == "CC BY 4.0" and e["license_url"] == "https://creativecommons.org/licenses/by/4.0/"
         assert e["url"] == f"{server.url}/media/archives/images/large/{image_id}.jpg"
@@ -519,14 +546,14 @@ def test_esahubble_end_to_end(server, tmp_path):
 def test_esahubble_resume_and_dry_run(server, tmp_path):
     esa_routes(server)
     result = esa(server, tmp_path / "dry", "--dry-run", "--no-metadata")
-    assert result.exit_code == 0 and result.stdout.count("would download") == 3
+    assert result.exit_code == 0 and result.stdout.count("would download") == 4
     assert not (tmp_path / "dry").exists()
     assert not [e for e in server.log if e["path"].startswith(("/media/", "/images/heic", "/images/potw"))]
     assert esa(server, tmp_path / "out").exit_code == 0
-    assert len(manifest(tmp_path / "out")) == 3
+    assert len(manifest(tmp_path / "out")) == 4
     server.log.clear()
     result = esa(server, tmp_path / "out")
-    assert result.exit_code == 0 and "3 already complete" in result.stderr
+    assert result.exit_code == 0 and "4 already complete" in result.stderr
     assert all(e["path"].startswith("/images/archive/category/") for e in server.log)
 
 
@@ -540,7 +567,11 @@ def test_esahubble_tiff_format_and_missing_rendition(server, tmp_path):
     result = esa(server, tmp_path, "--category", "galaxies", "--format", "tiff10k", "--limit", "2")
     assert result.exit_code == 1  # potw0002a has no 10k TIFF (404): reported, run continues
     assert "failed potw0002a: HTTP 404" in result.stderr
-    assert [e["file"] for e in manifest(tmp_path)] == ["heic0001a.tif"]
+    assert [e["file"] for e in manifest(tmp_path)] == ["heic0001a_tiff10k.tif"]
+    # another rendition of the same image is a different file, not "already complete"
+    result = esa(server, tmp_path, "--category", "galaxies", "--limit", "2")
+    assert result.exit_code == 0 and "2 downloaded, 0 already complete" in result.stderr
+    assert [e["file"] for e in manifest(tmp_path)][1:] == ["heic0001a_large.jpg", "potw0002a_large.jpg"]
 
 
 def test_esahubble_listing_changed(server, tmp_path):
@@ -690,7 +721,9 @@ def test_mast_keep_raw_and_polling(server, tmp_path):
     result = mast(server, tmp_path, "--keep-raw", "--product", "DRZ", "--limit", "1")
     assert result.exit_code == 0, result.output
     assert len(server.requests("/api/v0/invoke", service="Mast.Caom.Filtered")) == 2
-    assert (tmp_path / "raw" / "j9fx01010_drz.fits").read_bytes() == MAST_FILES["mast:HST/product/j9fx01010_drz.fits"][0]
+    assert (tmp_path / "raw" / "j9fx01010_drz.fits").read_bytes() == MAST_FILES["mast:HST/product/j9fx01010_drz.fits"][
+        0
+    ]
     assert [e["file"] for e in manifest(tmp_path)] == ["j9fx01010_drz_sci.fits"]
 
 
@@ -710,9 +743,7 @@ def test_mast_query_errors(server, tmp_path, fixture, code, needle):
 
 def test_mast_download_not_fits(server, tmp_path):
     mast_routes(server)
-    server.route(
-        DOWNLOAD, Reply(200, b"<html>error</html>", {"Content-Type": "text/html"}), uri=next(iter(MAST_FILES))
-    )
+    server.route(DOWNLOAD, Reply(200, b"<html>error</html>", {"Content-Type": "text/html"}), uri=next(iter(MAST_FILES)))
     result = mast(server, tmp_path)
     assert result.exit_code == 1
     assert "failed mast:HST/product/j9fx01010_drc.fits" in result.stderr

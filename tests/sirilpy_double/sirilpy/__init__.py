@@ -13,7 +13,8 @@ the host would reject:
   (else :class:`SirilError`); it takes a 2-D or 3-D numpy array, float32 or uint16, with at
   most 3 channels (else ``ValueError``), and refuses data larger than half the free RAM.
 * ``image_lock()`` can be set to raise :class:`ProcessingThreadBusyError` or
-  :class:`ImageDialogOpenError` on entry; a nested claim fails as busy.
+  :class:`ImageDialogOpenError` (or a plain :class:`SirilError`, as sirilpy did before those
+  existed) on entry; a nested claim fails as busy.
 * ``undo_save_state()`` returns None when headless (``is_cli()``); the text must fit in the
   70 bytes of a FITS HISTORY card.
 * ``update_progress(message, fraction)``: fraction in [0, 1], or -1 (pulse) / -2 (text only),
@@ -30,7 +31,8 @@ For a script run as a subprocess, the environment:
 
 ``SIRILPY_DOUBLE_IMAGE``    path of a ``.npy`` file: the image "loaded in Siril" (none if unset)
 ``SIRILPY_DOUBLE_CLI``      ``1``/``0``: headless or GUI (default: ``SIRIL_PYTHON_CLI`` is set)
-``SIRILPY_DOUBLE_LOCK``     ``busy`` or ``dialog``: make ``image_lock()`` fail on entry
+``SIRILPY_DOUBLE_LOCK``     ``busy``, ``dialog`` or ``error`` (a plain SirilError, as older
+                            sirilpy raised): make ``image_lock()`` fail on entry
 ``SIRILPY_DOUBLE_CONNECT``  ``fail``: make ``connect()`` raise
 ``SIRILPY_DOUBLE_VERSION``  the module version reported (default ``1.0.8``)
 ``SIRILPY_DOUBLE_ENSURE``   ``ok`` (default: report success, install nothing) or ``fail``
@@ -45,7 +47,6 @@ import enum
 import json
 import os
 import re
-import sys
 import threading
 from pathlib import Path
 
@@ -160,7 +161,7 @@ def _env_config() -> dict:
 _DEFAULTS = dict(
     image=None,  # numpy array: the image loaded in Siril, or None
     cli=None,  # None: follow SIRIL_PYTHON_CLI
-    lock_error=None,  # None, "busy" or "dialog"
+    lock_error=None,  # None, "busy", "dialog" or "error"
     connect_fails=False,
     free_ram_bytes=16 << 30,
 )
@@ -483,7 +484,7 @@ class SirilInterface:
 
     def log(self, my_string: str, color: LogColor = LogColor.DEFAULT) -> bool:
         self._need_connection("log")
-        entry = self._record("log", text=my_string if isinstance(my_string, str) else repr(my_string),
+        self._record("log", text=my_string if isinstance(my_string, str) else repr(my_string),
                              color=getattr(color, "name", repr(color)))
         if not isinstance(color, LogColor):
             raise ValueError("log(): color must be a sirilpy.LogColor")
@@ -553,6 +554,9 @@ class _ImageLock:
         if s.lock_error == "dialog":
             entry["refused"] = "dialog"
             raise ImageDialogOpenError("An image processing dialog is open in Siril")
+        if s.lock_error == "error":  # what sirilpy before ProcessingThreadBusyError raised
+            entry["refused"] = "error"
+            raise SirilError("Error in image_lock(). Thread may be in use or an image processing dialog is open.")
         s.in_lock = True
         s.lock_entries += 1
         self.claimed = True
