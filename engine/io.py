@@ -98,23 +98,43 @@ def check_image_shape(data: np.ndarray, what: str = "image") -> np.ndarray:
 
 # -- reading ---------------------------------------------------------------------------------------
 def read_fits(path: Path) -> Image:
-    """Primary HDU if it holds an image, else the first image extension (compressed ones too)."""
+    """Primary HDU if it holds an image, else the first image extension (compressed ones too).
+
+    Unscaled data is memory-mapped (tiles are read as needed, big-endian converted per tile);
+    scaled data (BZERO/BSCALE, e.g. unsigned 16-bit) cannot be, and is read into memory.
+    """
+    try:
+        return _read_fits(path, memmap=True)
+    except _NeedsLoading:
+        return _read_fits(path, memmap=False)
+
+
+class _NeedsLoading(Exception):
+    pass
+
+
+def _read_fits(path: Path, memmap: bool) -> Image:
     from astropy.io import fits
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            hdul = fits.open(path, memmap=True, mode="readonly")
+            hdul = fits.open(path, memmap=memmap, mode="readonly")
             for hdu in hdul:
-                if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) and hdu.header.get("NAXIS", 0) > 0:
-                    data = hdu.data
-                    if data is None:
-                        continue
-                    stored = np.dtype(fits.BITPIX2DTYPE[hdu.header.get("ZBITPIX", hdu.header["BITPIX"])] if isinstance(hdu, fits.CompImageHDU) else fits.BITPIX2DTYPE[hdu.header["BITPIX"]])
-                    # Big-endian as stored: tiles are converted as they are read, no full copy.
-                    data = check_image_shape(data)
-                    return Image(data=data, format="fits", dtype=stored, header=hdu.header.copy())
-    except EngineError:
+                if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) or hdu.header.get("NAXIS", 0) == 0:
+                    continue
+                compressed = isinstance(hdu, fits.CompImageHDU)
+                if memmap and not compressed and any(k in hdu.header for k in ("BZERO", "BSCALE", "BLANK")):
+                    raise _NeedsLoading
+                data = hdu.data
+                if data is None:
+                    continue
+                bitpix = hdu.header.get("ZBITPIX", hdu.header["BITPIX"]) if compressed else hdu.header["BITPIX"]
+                stored = np.dtype(fits.BITPIX2DTYPE[bitpix])
+                # Big-endian as stored: tiles are converted as they are read, no full copy.
+                data = check_image_shape(data)
+                return Image(data=data, format="fits", dtype=stored, header=hdu.header.copy())
+    except (EngineError, _NeedsLoading):
         raise
     except Exception as exc:  # astropy raises many types on truncated/corrupt files
         raise EngineError(f"not a readable FITS file ({_first_line(exc)})") from None

@@ -114,13 +114,21 @@ def load_model(spec: str | Path = DEFAULT_MODEL) -> AstroSwin2SR:
     EngineError
         Unknown name, unreadable folder, or an unreachable hub -- one line naming ``spec``.
     """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars in host logs
+    hf_logging.set_verbosity_error()
     text = str(spec)
     if text in bundled_models():
         return load_folder(bundled_dir(text)).eval()
     path = Path(text).expanduser()
-    if path.is_dir():
+    try:
+        is_dir, exists = path.is_dir(), path.exists()
+    except OSError:  # e.g. a name too long for the file system
+        is_dir = exists = False
+    if is_dir:
         return load_folder(path).eval()
-    if path.exists():
+    if exists:
         raise EngineError(f"model '{text}' is a file; give the folder that holds config.json and model.safetensors")
     if text == DEFAULT_MODEL or bundled_dir(text).exists():
         raise EngineError(f"the bundled model '{text}' is missing from this installation; reinstall astroswin")

@@ -54,7 +54,8 @@ def tiny_model():
 
 
 def connect(sp, image=None, cli=True, **config):
-    sp.configure(**{"lock_error": None, "connect_fails": False, **config, "image": image, "cli": cli})
+    sp.configure(**{"lock_error": None, "connect_fails": False, "free_ram_bytes": 16 << 30, **config,
+                    "image": image, "cli": cli})
     siril = sp.SirilInterface()
     siril.connect()
     return siril
@@ -206,6 +207,10 @@ def test_double_lock_errors_gui_undo_and_no_image(sp):
         assert gui.undo_save_state("AstroSWIN test") is True
         gui.set_image_pixeldata(np.ones((3, 4, 4), np.float32))
     assert gui.undo_states[0]["in_lock"] and len(gui.writes) == 1 and gui.image.max() == 1
+    small_ram = connect(sp, np.zeros((8, 8), np.float32), free_ram_bytes=400)
+    with small_ram.image_lock(), pytest.raises(sp.SirilError, match="half the free RAM"):
+        small_ram.set_image_pixeldata(np.zeros((8, 8), np.float32))  # 256 bytes > 400 / 2
+    assert small_ram.writes == []
     empty = connect(sp, None)
     assert not empty.is_image_loaded() and empty.get_image_shape() is None
     with pytest.raises(sp.NoImageError):

@@ -1,0 +1,157 @@
+"""The CLI as a user runs it: a subprocess, real files, exit codes, stderr, outputs, JSON progress."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from astropy.io import fits
+from xisf import XISF
+
+from conftest import sha256
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "astroswin", *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300)
+
+
+def assert_one_error_line(result, *needles):
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("astroswin: error:") and "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture()
+def mono_fits(tmp_path, star_field) -> Path:
+    folder = tmp_path / "my stacks"
+    folder.mkdir()
+    path = folder / "m 31.fits"
+    h = fits.Header()
+    h["OBJECT"] = "M31"
+    h["CTYPE1"], h["CTYPE2"], h["CRVAL1"], h["CRVAL2"] = "RA---TAN", "DEC--TAN", 10.68, 41.27
+    fits.PrimaryHDU(star_field[1], h).writeto(path)
+    return path
+
+
+def test_restore_mono_fits_with_spaces_keeps_header_sky_and_flux(mono_fits, star_field):
+    """The foundation's done-criterion, end to end with the bundled model."""
+    before = sha256(mono_fits)
+    result = run("restore", mono_fits, "--progress", "none")
+    assert result.returncode == 0, result.stderr
+    out = mono_fits.with_name("m 31_astroswin.fits")
+    assert str(out) in result.stdout
+    with fits.open(out) as hdul:
+        data, header = hdul[0].data.astype(np.float64), hdul[0].header
+    observed = star_field[1].astype(np.float64)
+    assert data.shape == observed.shape and hdul[0].header["BITPIX"] == -32
+    assert header["OBJECT"] == "M31" and header["CTYPE1"] == "RA---TAN" and "AstroSWIN" in str(header["HISTORY"])
+    sky_in, sky_out = np.median(observed), np.median(data)
+    assert abs(sky_out - sky_in) / sky_in < 0.02
+    assert abs((data - sky_out).sum() / (observed - sky_in).sum() - 1) < 0.05
+    assert sha256(mono_fits) == before
+
+
+def test_rgb_xisf_and_16bit_tiff_keep_shape_and_dtype(tmp_path, tiny_model_dir):
+    rgb = np.random.default_rng(0).uniform(0.05, 0.2, (40, 50, 3)).astype(np.float32)
+    XISF.write(str(tmp_path / "rgb.xisf"), rgb, image_metadata={"FITSKeywords": {"OBJECT": [{"value": "M42", "comment": ""}]}})
+    tif = np.random.default_rng(1).integers(1000, 5000, (30, 20)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "mono16.tif", tif)
+    result = run("restore", tmp_path / "rgb.xisf", tmp_path / "mono16.tif", "--model", tiny_model_dir, "--progress", "none")
+    assert result.returncode == 0, result.stderr
+    x = XISF(str(tmp_path / "rgb_astroswin.xisf"))
+    assert x.read_image(0).shape == (40, 50, 3) and x.read_image(0).dtype == np.float32
+    assert x.get_images_metadata()[0]["FITSKeywords"]["OBJECT"][0]["value"] == "M42"
+    t = tifffile.imread(tmp_path / "mono16_astroswin.tif")
+    assert t.shape == (30, 20) and t.dtype == np.uint16
+    np.testing.assert_array_equal(t, tif)  # the tiny model is the identity: exact round trip
+    assert "2 restored, 0 failed" in result.stdout
+
+
+@pytest.mark.parametrize("case", ["missing", "text_as_fits", "truncated"])
+def test_bad_inputs_give_one_line_and_no_output(tmp_path, tiny_model_dir, case):
+    path = tmp_path / f"{case}.fits"
+    if case == "text_as_fits":
+        path.write_text("this is not an image\n" * 10)
+    elif case == "truncated":
+        fits.PrimaryHDU(np.ones((200, 200), np.float32)).writeto(path)
+        path.write_bytes(path.read_bytes()[:5000])
+    before = sorted(os.listdir(tmp_path))
+    result = run("restore", path, "--model", tiny_model_dir, "--progress", "none")
+    assert_one_error_line(result, path.name)
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_existing_output_is_not_overwritten_without_flag(mono_fits, tiny_model_dir):
+    out = mono_fits.with_name("m 31_astroswin.fits")
+    out.write_bytes(b"keep me")
+    result = run("restore", mono_fits, "--model", tiny_model_dir, "--progress", "none")
+    assert_one_error_line(result, "exists", "--overwrite")
+    assert out.read_bytes() == b"keep me"
+    result = run("restore", mono_fits, "--model", tiny_model_dir, "--progress", "none", "--overwrite")
+    assert result.returncode == 0 and fits.getdata(out).shape == (128, 128)
+
+
+def test_batch_goes_on_after_a_failure_and_exits_nonzero(tmp_path, tiny_model_dir):
+    for name in ("a", "c"):
+        fits.PrimaryHDU(np.ones((20, 20), np.float32)).writeto(tmp_path / f"{name}.fits")
+    (tmp_path / "b.fits").write_bytes(b"")
+    result = run("restore", tmp_path, "--model", tiny_model_dir, "--progress", "none")
+    assert result.returncode == 1
+    assert "2 restored, 1 failed" in result.stdout
+    assert (tmp_path / "a_astroswin.fits").exists() and (tmp_path / "c_astroswin.fits").exists()
+    assert "b.fits: empty file" in result.stderr
+
+
+def test_json_progress_contract(mono_fits, tiny_model_dir):
+    """The contract the PixInsight script reads: JSON lines only on stdout, in this order."""
+    out = mono_fits.with_name("out.fits")
+    result = run("restore", mono_fits, "-o", out, "--model", tiny_model_dir, "--progress", "json", "--tile", "64", "--overlap", "16")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-2:] == ["done", "summary"] and set(kinds[1:-2]) == {"progress"}
+    start = events[0]
+    assert start["file"] == str(mono_fits) and start["output"] == str(out)
+    assert (start["width"], start["height"], start["channels"]) == (128, 128, 1)
+    fractions = [e["fraction"] for e in events if e["event"] == "progress"]
+    assert len(fractions) == start["tiles"] // 4 + (start["tiles"] % 4 > 0) and fractions[-1] == 1.0
+    assert events[-1] == {"event": "summary", "ok": 1, "failed": 0}
+    failed = run("restore", mono_fits.with_name("nope.fits"), "-o", out, "--model", tiny_model_dir, "--progress", "json")
+    bad = [json.loads(line) for line in failed.stdout.splitlines()]
+    assert bad[0]["event"] == "error" and "no such file" in bad[0]["message"] and bad[-1]["failed"] == 1
+
+
+def test_usage_errors(tmp_path, tiny_model_dir):
+    result = run("restore", tmp_path / "a.fits", tmp_path / "b.fits", "-o", tmp_path / "x.fits")
+    assert result.returncode == 2 and "exactly one input" in result.stderr
+    assert run("restore", tmp_path / "a.fits", "--strength", "2").returncode == 2
+    result = run("restore", tmp_path / "a.fits", "--model", "nobody/nothing-here", "--progress", "none")
+    assert_one_error_line(result, "nobody/nothing-here")
+
+
+def test_help_explains_the_options():
+    result = run("restore", "--help")
+    assert result.returncode == 0
+    for option in ("--strength", "--tile", "--overlap", "--device", "--precision", "--progress", "--overwrite", "--output-dir"):
+        assert option in result.stdout
+
+
+def test_demo_restores_the_bundled_sample(tmp_path):
+    result = run("demo", "--out", tmp_path / "demo")
+    assert result.returncode == 0, result.stderr
+    assert "median star FWHM" in result.stdout
+    before, after = [float(v) for v in result.stdout.split("median star FWHM: ")[1].replace(" px", " ").split()[0:5:4]]
+    assert after < before
+    for name in ("sample_input.fits", "sample_restored.fits", "sample_before_after.png"):
+        assert (tmp_path / "demo" / name).stat().st_size > 0

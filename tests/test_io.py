@@ -1,0 +1,165 @@
+"""FITS / XISF / TIFF round trips: data, sample types, headers, WCS, alpha; atomic writes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from astropy.io import fits
+from astropy.wcs import WCS
+from xisf import XISF
+
+from astroswin.engine import EngineError
+from astroswin.engine.io import read_image, write_image
+
+
+def _header():
+    h = fits.Header()
+    h["OBJECT"] = "M 31"
+    h["EXPTIME"] = (300.0, "[s]")
+    for k, v in dict(CTYPE1="RA---TAN", CTYPE2="DEC--TAN", CRVAL1=10.68, CRVAL2=41.27, CRPIX1=20.0, CRPIX2=15.0, CDELT1=-2e-4, CDELT2=2e-4).items():
+        h[k] = v
+    return h
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.uint8, np.float32, np.float64])
+def test_fits_sample_types_read_as_their_values(tmp_path, dtype):
+    data = np.arange(12 * 9).reshape(12, 9).astype(dtype)
+    fits.PrimaryHDU(data).writeto(tmp_path / "a.fits")
+    image = read_image(tmp_path / "a.fits")
+    np.testing.assert_array_equal(np.asarray(image.data, dtype=np.float64), data.astype(np.float64))
+
+
+def test_fits_bzero_uint16_is_read_unsigned(tmp_path):
+    data = np.array([[0, 1000], [40000, 65535]], dtype=np.uint16)
+    fits.PrimaryHDU(data).writeto(tmp_path / "u.fits")
+    assert fits.getheader(tmp_path / "u.fits")["BZERO"] == 32768
+    image = read_image(tmp_path / "u.fits")
+    np.testing.assert_array_equal(np.asarray(image.data, np.float64), data.astype(np.float64))
+
+
+def test_fits_header_and_wcs_survive_with_history(tmp_path):
+    data = np.random.default_rng(0).normal(100, 3, (30, 40)).astype(np.float32)
+    fits.PrimaryHDU(data, _header()).writeto(tmp_path / "in.fits")
+    image = read_image(tmp_path / "in.fits")
+    write_image(tmp_path / "out.fits", np.asarray(image.data, np.float32) * 2, image, history=["AstroSWIN test line"])
+    with fits.open(tmp_path / "out.fits") as hdul:
+        h = hdul[0].header
+        assert hdul[0].data.dtype == np.dtype(">f4") and hdul[0].data.shape == (30, 40)
+        assert h["OBJECT"] == "M 31" and h["EXPTIME"] == 300.0
+        assert "AstroSWIN test line" in str(h["HISTORY"])
+        np.testing.assert_allclose(WCS(h).wcs.crval, [10.68, 41.27])
+        np.testing.assert_allclose(WCS(h).pixel_to_world_values(5, 5), WCS(_header()).pixel_to_world_values(5, 5))
+
+
+def test_fits_image_in_extension_and_compressed(tmp_path):
+    data = np.random.default_rng(1).normal(50, 2, (3, 16, 20)).astype(np.float32)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data, _header())]).writeto(tmp_path / "ext.fits")
+    image = read_image(tmp_path / "ext.fits")
+    assert image.data.shape == (3, 16, 20) and image.header["OBJECT"] == "M 31"
+    counts = (data[0] * 100).astype(np.int16)  # RICE is lossless on integers
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(counts, _header(), compression_type="RICE_1")]).writeto(tmp_path / "comp.fits")
+    comp = read_image(tmp_path / "comp.fits")
+    np.testing.assert_array_equal(np.asarray(comp.data), counts)
+    assert comp.dtype == np.int16
+
+
+def test_fits_with_only_a_table_is_refused(tmp_path):
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column(name="x", format="E", array=np.ones(3))])]).writeto(tmp_path / "t.fits")
+    with pytest.raises(EngineError, match="no image"):
+        read_image(tmp_path / "t.fits")
+
+
+def test_xisf_rgb_round_trip_keeps_keywords_and_dtype(tmp_path):
+    rgb = np.random.default_rng(2).uniform(0, 0.5, (20, 24, 3)).astype(np.float32)
+    meta = {"FITSKeywords": {"OBJECT": [{"value": "NGC 7000", "comment": "target"}]}, "XISFProperties": {"Observation:Object:Name": {"id": "Observation:Object:Name", "type": "String", "value": "NGC 7000"}}}
+    XISF.write(str(tmp_path / "in.xisf"), rgb, image_metadata=meta)
+    image = read_image(tmp_path / "in.xisf")
+    assert image.data.shape == (3, 20, 24)
+    write_image(tmp_path / "out.xisf", image.data * 1.5, image, history=["h1"])
+    out = XISF(str(tmp_path / "out.xisf"))
+    back = out.read_image(0)
+    assert back.shape == (20, 24, 3) and back.dtype == np.float32
+    np.testing.assert_allclose(back, rgb * 1.5, rtol=1e-6)
+    m = out.get_images_metadata()[0]
+    assert m["FITSKeywords"]["OBJECT"][0]["value"] == "NGC 7000"
+    assert m["FITSKeywords"]["HISTORY"][-1]["value"] == "h1"
+    assert m["XISFProperties"]["Observation:Object:Name"]["value"] == "NGC 7000"
+
+
+def test_xisf_float_output_stays_within_unit_range(tmp_path):
+    mono = np.random.default_rng(3).uniform(0, 0.9, (10, 10, 1)).astype(np.float32)
+    XISF.write(str(tmp_path / "in.xisf"), mono)
+    image = read_image(tmp_path / "in.xisf")
+    data = np.asarray(image.data, np.float32).copy()
+    data[0, 0] = 1.3
+    data[1, 1] = -0.2
+    write_image(tmp_path / "out.xisf", data, image)
+    back = XISF(str(tmp_path / "out.xisf")).read_image(0)
+    assert back.min() >= 0.0 and back.max() <= 1.0
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("layout", ["mono", "rgb", "rgba"])
+def test_tiff_keeps_bit_depth_layout_and_alpha(tmp_path, dtype, layout):
+    rng = np.random.default_rng(4)
+    top = 1.0 if dtype == np.float32 else np.iinfo(dtype).max
+    channels = {"mono": 1, "rgb": 3, "rgba": 4}[layout]
+    data = (rng.uniform(0, top, (12, 14, channels))).astype(dtype)
+    kwargs = {"photometric": "minisblack"} if layout == "mono" else {"photometric": "rgb"}
+    if layout == "rgba":
+        kwargs["extrasamples"] = [2]
+    tifffile.imwrite(tmp_path / "in.tif", data[..., 0] if layout == "mono" else data, **kwargs)
+    image = read_image(tmp_path / "in.tif")
+    assert image.data.shape == ((12, 14) if layout == "mono" else (3, 12, 14))
+    write_image(tmp_path / "out.tif", np.asarray(image.data, np.float32), image)
+    back = tifffile.imread(tmp_path / "out.tif")
+    assert back.dtype == dtype
+    np.testing.assert_array_equal(back, data[..., 0] if layout == "mono" else data)
+
+
+def test_integer_output_is_rounded_and_clipped(tmp_path):
+    tifffile.imwrite(tmp_path / "in.tif", np.zeros((4, 4), np.uint16))
+    image = read_image(tmp_path / "in.tif")
+    write_image(tmp_path / "out.tif", np.array([[-5.0, 1.6, 70000.0, 2.4]] * 4, np.float32), image)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out.tif")[0], [0, 2, 65535, 2])
+
+
+def test_format_comes_from_content_not_extension(tmp_path):
+    fits.PrimaryHDU(np.ones((5, 5), np.float32)).writeto(tmp_path / "actually_fits.tif")
+    assert read_image(tmp_path / "actually_fits.tif").format == "fits"
+    (tmp_path / "text.fits").write_text("SIMPLE? no, just text\n")
+    with pytest.raises(EngineError, match="not a FITS, XISF or TIFF"):
+        read_image(tmp_path / "text.fits")
+
+
+def test_writes_never_clobber_and_leave_no_temp_files(tmp_path):
+    fits.PrimaryHDU(np.ones((5, 5), np.float32)).writeto(tmp_path / "in.fits")
+    image = read_image(tmp_path / "in.fits")
+    target = tmp_path / "out.fits"
+    target.write_bytes(b"precious")
+    with pytest.raises(EngineError, match="exists"):
+        write_image(target, np.zeros((5, 5), np.float32), image)
+    assert target.read_bytes() == b"precious"
+    write_image(target, np.zeros((5, 5), np.float32), image, overwrite=True)
+    assert fits.getdata(target).sum() == 0
+    assert [p.name for p in tmp_path.iterdir() if "astroswin-tmp" in p.name] == []
+
+
+def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    from astroswin.engine import io
+
+    fits.PrimaryHDU(np.ones((5, 5), np.float32)).writeto(tmp_path / "in.fits")
+    image = read_image(tmp_path / "in.fits")
+
+    def broken(tmp: Path, *args):
+        Path(tmp).write_bytes(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setitem(io.WRITERS, "fits", broken)
+    with pytest.raises(EngineError, match="No space left"):
+        write_image(tmp_path / "out.fits", np.zeros((5, 5), np.float32), image)
+    assert sorted(os.listdir(tmp_path)) == ["in.fits"]

@@ -1,0 +1,114 @@
+"""restore_array: shapes, bad pixels, strength, saturation, settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from astroswin.engine import EngineError, RestoreSettings, restore_array
+
+FAST = RestoreSettings(tile=64, overlap=16, device="cpu")
+
+
+def _noise(shape, seed=0, sky=300.0):
+    return np.random.default_rng(seed).normal(sky, 5.0, shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (1, 500), (3, 1, 1), (1, 20, 30), (3, 33, 47), (90, 70)])
+def test_any_size_mono_and_rgb_keep_shape_and_dtype(shape, perturbed_model):
+    data = _noise(shape)
+    out = restore_array(data, perturbed_model, FAST)
+    assert out.shape == data.shape and out.dtype == np.float32 and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32, np.float64])
+def test_integer_and_double_inputs(dtype, tiny_model):
+    data = (np.random.default_rng(0).uniform(10, 100, (40, 40))).astype(dtype)
+    out = restore_array(data, tiny_model, FAST)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, data.astype(np.float32), rtol=1e-5)
+
+
+def test_nan_and_inf_pixels_come_back_exactly(perturbed_model):
+    data = _noise((3, 60, 80))
+    data[:, :4, :] = np.nan  # a NaN border, as registration leaves
+    data[:, :, -3:] = np.nan
+    data[1, 30, 30] = np.inf
+    data[2, 31, 31] = -np.inf
+    out = restore_array(data, perturbed_model, FAST)
+    bad = ~np.isfinite(data)
+    np.testing.assert_array_equal(out[bad], data[bad])
+    assert np.isfinite(out[~bad]).all()
+    assert abs(float(np.median(out[~bad])) - 300.0) < 5.0  # the fill did not leak into the sky
+
+
+def test_all_nan_image_is_a_clear_error(tiny_model):
+    with pytest.raises(EngineError, match="no finite pixel"):
+        restore_array(np.full((10, 10), np.nan, np.float32), tiny_model, FAST)
+
+
+@pytest.mark.parametrize("shape", [(4, 10, 10), (2, 10, 10), (10,), (1, 1, 10, 10)])
+def test_unsupported_shapes_are_clear_errors(shape, tiny_model):
+    with pytest.raises(EngineError, match="unsupported image shape"):
+        restore_array(np.ones(shape, np.float32), tiny_model, FAST)
+
+
+def test_strength_blends_linearly(perturbed_model):
+    data = _noise((50, 50))
+    data[20:23, 20:23] += 2000
+    full = restore_array(data, perturbed_model, FAST)
+    np.testing.assert_array_equal(restore_array(data, perturbed_model, RestoreSettings(strength=0.0, tile=64, overlap=16, device="cpu")), data)
+    half = restore_array(data, perturbed_model, RestoreSettings(strength=0.5, tile=64, overlap=16, device="cpu"))
+    np.testing.assert_allclose(half, 0.5 * full + 0.5 * data, rtol=1e-5, atol=1e-3)
+
+
+def test_saturated_plateau_is_passed_through(perturbed_model):
+    data = _noise((64, 64))
+    data[30:34, 30:34] = 65535.0  # a clipped star core
+    out = restore_array(data, perturbed_model, FAST)
+    np.testing.assert_array_equal(out[30:34, 30:34], 65535.0)
+
+
+def test_input_is_not_modified(perturbed_model):
+    data = _noise((3, 40, 40))
+    data[0, 0, 0] = np.nan
+    before = data.copy()
+    restore_array(data, perturbed_model, FAST)
+    np.testing.assert_array_equal(data, before)
+
+
+@pytest.mark.parametrize("kwargs,match", [({"strength": 1.5}, "strength"), ({"tile": 32, "overlap": 16}, "tile"), ({"batch_size": 0}, "batch"), ({"device": "tpu"}, "unknown device"), ({"precision": "fp8"}, "unknown precision"), ({"precision": "fp16", "device": "cpu"}, "fp16")])
+def test_bad_settings_are_clear_errors(kwargs, match, tiny_model):
+    with pytest.raises(EngineError, match=match):
+        restore_array(_noise((20, 20)), tiny_model, RestoreSettings(**kwargs))
+
+
+def test_progress_reports_every_batch(tiny_model):
+    calls = []
+    restore_array(_noise((200, 200)), tiny_model, RestoreSettings(tile=64, overlap=16, batch_size=2, device="cpu"), progress=lambda d, t: calls.append((d, t)))
+    total = calls[0][1]
+    assert [d for d, _ in calls] == list(range(2, total + 1, 2)) + ([total] if total % 2 else [])
+    assert calls[-1] == (total, total)
+
+
+def test_bundled_model_sharpens_and_keeps_flux_and_sky(star_field):
+    """The shipped model: stars sharper and closer to the truth, flux and background kept."""
+    from astroswin.engine import load_model
+    from astroswin.engine.measure import aperture_flux, fwhm
+
+    truth, observed, info = star_field
+    out = restore_array(observed, load_model("small"), RestoreSettings(device="cpu"))
+    sky_in, sky_out = np.median(observed), np.median(out)
+    assert abs(sky_out - sky_in) / sky_in < 0.02
+    bright = np.argsort(info["fluxes"])[::-1][:8]
+    ratios, fw_in, fw_out = [], [], []
+    for k in bright:
+        y, x = np.round(info["positions"][k]).astype(int)
+        if not (12 <= y < 116 and 12 <= x < 116):
+            continue
+        ratios.append(aperture_flux(out - sky_out, y, x, 8) / aperture_flux(observed - sky_in, y, x, 8))
+        fw_in.append(fwhm(observed - sky_in, y, x))
+        fw_out.append(fwhm(out - sky_out, y, x))
+    assert 0.95 < np.median(ratios) < 1.05
+    assert np.nanmedian(fw_out) < 0.85 * np.nanmedian(fw_in)
+    assert np.mean((out - truth) ** 2) < np.mean((observed - truth) ** 2)
