@@ -223,14 +223,14 @@ def demo(out_dir: Path, model_name: str, device: str) -> None:
     Writes the input, the restored image (FITS) and a side-by-side PNG into --out, and prints
     the measured median star FWHM before and after.
     """
+    from importlib.resources import files
+
     import numpy as np
 
     from astroswin.engine import EngineError, RestoreSettings, load_model, restore_array
     from astroswin.engine.io import read_image, write_image
     from astroswin.engine.measure import median_fwhm
     from astroswin.engine.preview import side_by_side
-
-    from importlib.resources import files
 
     sample = Path(str(files("astroswin.engine") / "data" / "sample.fits"))
     try:

@@ -52,7 +52,7 @@ class AstroSwin2SRConfig(Swin2SRConfig):
         self.residual = residual
 
     @classmethod
-    def named(cls, name: str, **overrides) -> "AstroSwin2SRConfig":
+    def named(cls, name: str, **overrides) -> AstroSwin2SRConfig:
         """Build one of :data:`NAMED_CONFIGS` (``lightweight``, ``small``, ``tiny``)."""
         if name not in NAMED_CONFIGS:
             raise ValueError(f"unknown model config {name!r}; choose one of {sorted(NAMED_CONFIGS)}")

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 import tifffile
 from astropy.io import fits
-from xisf import XISF
-
 from conftest import sha256
+from xisf import XISF
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 

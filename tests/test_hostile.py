@@ -36,7 +36,6 @@ ERROR_PREFIX = "astroswin: error:"
 def tiny_model(tmp_path_factory) -> Path:
     """A tiny random AstroSwin2SR folder (the architecture of the shipped models, 5k weights)."""
     import torch
-
     from astroswin.engine.model import AstroSwin2SR, AstroSwin2SRConfig
 
     torch.manual_seed(0)

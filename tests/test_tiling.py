@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from astroswin.engine import RestoreSettings, restore_array
-from astroswin.engine import tiling
+from astroswin.engine import RestoreSettings, restore_array, tiling
 
 
 @pytest.mark.parametrize("size", [1, 2, 7, 63, 64, 65, 200, 257, 1000])

@@ -1,0 +1,236 @@
+"""train/: losses against hand-computed values, PSFs, scenes, degradations, configs, loop, DDP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from astroswin.train import losses, psf
+from astroswin.train.config import load_config
+from astroswin.train.degrade import DegradeConfig, degrade
+from astroswin.train.scenes import SCENE_KINDS, make_scene
+
+CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
+
+
+# -- losses ----------------------------------------------------------------------------------------
+def test_l1_mse_and_brightness_mask_by_hand():
+    p = torch.tensor([[[[0.0, 1.0], [2.0, 0.5]]]])
+    t = torch.tensor([[[[1.0, 1.0], [0.0, 0.5]]]])
+    assert losses.l1(p, t).item() == pytest.approx((1 + 0 + 2 + 0) / 4)
+    assert losses.mse(p, t).item() == pytest.approx((1 + 0 + 4 + 0) / 4)
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    d = np.array([-1.0, 0.0, 2.0, 0.0])
+    tv = np.array([1.0, 1.0, 0.0, 0.5])
+    expected = np.mean(sig(1 - tv) * d**2) + np.mean(sig(tv) * np.abs(d))
+    assert losses.brightness_mask(p, t).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_gradient_loss_by_hand():
+    t = torch.zeros(1, 1, 3, 3)
+    p = torch.zeros(1, 1, 3, 3)
+    p[0, 0, 0, 1] = 1.0  # gx of p at (0,0) = 1, gy at (0,1) = -1 -> cropped to (2, 2)
+    gx = np.array([[1.0, -1.0], [0.0, 0.0]])
+    gy = np.array([[0.0, -1.0], [0.0, 0.0]])
+    # target gradients are 0 everywhere -> weight 1 + emphasis * exp(0) = 1 + emphasis
+    assert losses.gradient(p, t, emphasis=0.0).item() == pytest.approx((np.abs(gx).mean() + np.abs(gy).mean()) / 2)
+    assert losses.gradient(p, t, emphasis=1.0).item() == pytest.approx(2 * (np.abs(gx).mean() + np.abs(gy).mean()) / 2)
+
+
+def test_histogram_loss_zero_for_permutations_and_two_for_disjoint():
+    x = torch.rand(1, 3, 8, 8) * 0.5
+    perm = x.flatten(2)[..., torch.randperm(64)].reshape(1, 3, 8, 8)
+    assert losses.histogram(x, perm).item() == pytest.approx(0.0, abs=1e-6)
+    a, b = torch.full((1, 1, 4, 4), 0.1), torch.full((1, 1, 4, 4), 0.9)
+    assert losses.histogram(a, b).item() == pytest.approx(2.0, abs=1e-5)
+    h = losses.soft_histogram(torch.rand(2, 3, 5, 5))
+    assert torch.allclose(h.sum(-1), torch.ones(2, 3))
+
+
+def test_ahbg_penalises_noise_on_flat_background_only():
+    t = torch.full((1, 1, 32, 32), 0.1)
+    noise = torch.tensor([[0.01, -0.01], [-0.01, 0.01]]).repeat(16, 16)[None, None]
+    assert losses.ahbg(t + noise, t).item() == pytest.approx(1e-4, rel=1e-2)  # the pixel variance (float32 E[x^2]-E[x]^2)
+    structured = torch.linspace(0, 1, 32).repeat(32, 1)[None, None]  # variance >> threshold
+    assert losses.ahbg(structured + noise, structured).item() == 0.0
+    assert losses.ahbg(t, t).item() == 0.0
+
+
+def test_sharp_and_laplacian():
+    y, x = torch.meshgrid(torch.arange(5.0), torch.arange(5.0), indexing="ij")
+    quad = (x**2 + y**2)[None, None]
+    assert torch.allclose(losses.laplacian(quad), torch.full((1, 1, 3, 3), 4.0))
+    p, t = torch.rand(1, 3, 6, 6), torch.rand(1, 3, 6, 6)
+    assert losses.sharp(p, t, alpha=1.0).item() == pytest.approx(losses.l1(p, t).item())
+    lap = (losses.laplacian(p) - losses.laplacian(t)).abs().mean().item()
+    assert losses.sharp(p, t, alpha=0.0).item() == pytest.approx(lap, rel=1e-6)
+
+
+def test_flux_loss_sees_dimmed_stars():
+    from astroswin.engine.normalize import RANGE, SOFTENING
+
+    lin = torch.zeros(1, 1, 16, 16)
+    lin[0, 0, 8, 8] = 1000.0  # sigma units
+    to_s = lambda v: torch.asinh(v / SOFTENING) / RANGE  # noqa: E731
+    t = to_s(lin)
+    assert losses.flux(t, t).item() == 0.0
+    dimmed = losses.flux(to_s(lin * 0.7), t).item()
+    expected = np.mean([abs(np.arcsinh(700 / 30) - np.arcsinh(1000 / 30)) * 25 / 144, abs(np.arcsinh(700 / 30) - np.arcsinh(1000 / 30)) * 36 / 36])
+    assert dimmed == pytest.approx(expected, rel=1e-4)
+
+
+def test_weighted_loss_logs_each_term_and_rejects_unknown():
+    p, t = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    total, terms = losses.weighted_loss(p, t, {"l1": 2.0, "mse": 1.0})
+    assert set(terms) == {"l1", "mse"}
+    assert total.item() == pytest.approx(2 * terms["l1"] + terms["mse"], rel=1e-6)
+    with pytest.raises(ValueError, match="unknown loss"):
+        losses.weighted_loss(p, t, {"perceptual": 1.0})
+
+
+# -- PSFs, scenes, degradations -------------------------------------------------------------------
+@pytest.mark.parametrize("kernel", [
+    psf.gaussian(2.0), psf.moffat(3.0, 2.5), psf.moffat(5.0, 4.0, 0.2, 0.7), psf.airy(3.0, 0.3), psf.spikes(2.5),
+    psf.donut(4.0), psf.disk(3.0), psf.motion(7.0, 0.3), psf.chain([psf.moffat(2.0), psf.gaussian(1.5, 0.3, 1.0)]),
+], ids=["gauss", "moffat", "moffat-elliptic", "airy", "spikes", "donut", "disk", "motion", "chain"])
+def test_kernels_are_centred_and_normalised(kernel):
+    assert kernel.shape[0] % 2 == 1 and kernel.shape[0] == kernel.shape[1]
+    assert kernel.sum() == pytest.approx(1.0, abs=1e-9) and kernel.min() >= 0
+    dy, dx = psf.centroid(kernel)
+    assert abs(dy) < 0.01 and abs(dx) < 0.01
+
+
+def test_point_source_keeps_its_centroid_through_the_blur():
+    from astroswin.train.degrade import convolve
+
+    img = np.zeros((1, 41, 41))
+    img[0, 20, 20] = 1.0
+    out = convolve(img, [psf.moffat(4.0, 3.0)])[0]
+    yy, xx = np.mgrid[:41, :41]
+    assert abs((out * yy).sum() / out.sum() - 20) < 0.01 and abs((out * xx).sum() / out.sum() - 20) < 0.01
+
+
+def test_gaussian_kernel_fwhm_is_as_requested():
+    from astroswin.engine.measure import fwhm
+
+    k = psf.gaussian(4.0, size=31)
+    assert fwhm(k, 15, 15, radius=12) == pytest.approx(4.0, rel=0.03)
+
+
+@pytest.mark.parametrize("kind", SCENE_KINDS)
+def test_scenes_are_deterministic(kind):
+    a, info = make_scene(42, (48, 40), kind=kind)
+    b, _ = make_scene(42, (48, 40), kind=kind)
+    c, _ = make_scene(43, (48, 40), kind=kind)
+    assert a.shape == (info["channels"], 48, 40) and np.array_equal(a, b) and not np.array_equal(a, c)
+    assert (a >= 0).all() and a.max() > 0
+
+
+def test_unknown_scene_kind():
+    with pytest.raises(ValueError, match="unknown scene kind"):
+        make_scene(0, (8, 8), kind="comet")
+
+
+def test_degradation_noise_is_in_the_input_only():
+    scene, _ = make_scene(7, (64, 64), channels=1, kind="stars")
+    noisy, target, info = degrade(np.random.default_rng(0), scene, DegradeConfig(hot_pixel_probability=0, cosmic_ray_probability=0))
+    np.testing.assert_allclose(target - scene, info["sky"] + info["pedestal"])  # clean target, sky kept
+    empty = scene[0] < 1e-6
+    resid = (noisy[0] - info["sky"] - info["pedestal"])[empty]
+    assert resid.std() == pytest.approx(info["sigma"], rel=0.15)
+
+
+# -- configs, loop, resume, DDP, export ------------------------------------------------------------
+@pytest.mark.parametrize("name", ["stage0", "stage1", "stage2", "stage3"])
+def test_stage_configs_load(name):
+    cfg = load_config(CONFIGS / f"{name}.toml")
+    assert cfg.name == name and cfg.loss.weights and cfg.optim.steps > 0
+
+
+def test_config_rejects_unknown_keys(tmp_path):
+    (tmp_path / "bad.toml").write_text('name = "x"\n[optim]\nlearning_rate = 1.0\n')
+    with pytest.raises(ValueError, match="unknown key"):
+        load_config(tmp_path / "bad.toml")
+
+
+TINY = """
+name = "tiny"
+seed = 3
+model = "tiny"
+[data]
+crop = 32
+margin = 16
+batch_size = 2
+[loss.weights]
+l1 = 1.0
+flux = 0.5
+histogram = 0.1
+[optim]
+lr = 1e-3
+warmup = 1
+steps = 4
+ema = 0.9
+[log]
+every = 1
+val_every = 2
+checkpoint_every = 1
+val_scenes = 3
+val_size = 32
+"""
+
+
+def _train(config: Path, out: Path, *extra: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "astroswin", "train", str(config), "--out", str(out), *extra], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_training_resumes_exactly(tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    straight = _train(config, tmp_path / "a")
+    assert straight.returncode == 0, straight.stderr
+    first = _train(config, tmp_path / "b", "--steps", "2")
+    assert first.returncode == 0, first.stderr
+    second = _train(config, tmp_path / "b", "--resume")
+    assert second.returncode == 0, second.stderr
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    assert a["step"] == b["step"] == 4
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+        assert torch.equal(a["ema"][key], b["ema"][key]), key
+    for name in ("train.csv", "val.csv", "val_grid.png"):
+        assert (tmp_path / "a" / name).stat().st_size > 0
+
+
+def test_export_round_trips_the_ema_weights(tmp_path):
+    from astroswin.engine import load_model
+    from astroswin.train.loop import export_pretrained
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    assert _train(config, tmp_path / "run", "--steps", "2").returncode == 0
+    folder = export_pretrained(tmp_path / "run" / "last.pt", tmp_path / "export")
+    model = load_model(str(folder))
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state["ema"][key]), key
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(), reason="torchrun not installed")
+def test_two_process_ddp_on_gloo(tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY.replace("steps = 4", "steps = 2"))
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "astroswin.train", str(config), "--out", str(tmp_path / "ddp")], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = torch.load(tmp_path / "ddp" / "last.pt", weights_only=False)
+    assert state["step"] == 2
