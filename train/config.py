@@ -28,6 +28,7 @@ class DataConfig:
     batch_size: int = 8
     workers: int = 0
     mono_fraction: float = 0.3
+    brightness_log10: tuple[float, float] = (0.0, 1.5)  # scene flux multiplier, log-uniform
     kinds: dict = field(default_factory=lambda: {"stars": 1.0, "galaxy": 1.0, "nebula": 1.0})
     folder: str = ""  # a make_patches.py output folder; "" = synthetic scenes only
     folder_fraction: float = 0.0

@@ -54,6 +54,7 @@ def synthetic_example(seed: int, data: DataConfig, degradations: DegradeConfig) 
     channels = 1 if rng.uniform() < data.mono_fraction else 3
     size = data.crop + 2 * data.margin
     scene, _ = make_scene(seed, (size, size), channels=channels, kind=kind)
+    scene = scene * 10 ** rng.uniform(*data.brightness_log10)  # SNR spread: faint to bright fields
     degraded, target, _ = degrade(rng, scene, degradations)
     m, c = data.margin, data.crop
     degraded, target = degraded[:, m : m + c, m : m + c], target[:, m : m + c, m : m + c]
