@@ -84,8 +84,9 @@ def format_for_suffix(path: Path) -> str | None:
 
 
 def check_image_shape(data: np.ndarray, what: str = "image") -> np.ndarray:
-    """Accept ``(H, W)`` and ``(C, H, W)`` with C in {1, 3}; squeeze a leading 1 of 4-D data."""
-    if data.ndim == 3 and data.shape[0] == 1:
+    """Accept ``(H, W)`` and ``(C, H, W)`` with C in {1, 3}; leading axes of length 1 (a FITS
+    ``NAXIS3 = 1``, radio-style Stokes/frequency axes) are dropped, a view, never a copy."""
+    while data.ndim > 2 and data.shape[0] == 1:
         data = data[0]
     if data.ndim == 2 or (data.ndim == 3 and data.shape[0] == 3):
         if min(data.shape[-2:]) < 1:

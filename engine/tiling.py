@@ -12,6 +12,7 @@ buffer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -122,21 +123,38 @@ def plan(height: int, width: int, tile: int, overlap: int) -> TilePlan:
 def extract(image: np.ndarray, plan_: TilePlan, y: int, x: int) -> np.ndarray:
     """``(C, Ly, Lx)`` float32 tile at ``(y, x)`` of a ``(C, H, W)`` array, reflect-padded.
 
-    Reads only the rows and columns it needs, so a memory-mapped image stays on disk.
+    Reads only the window of rows and columns the tile covers (a basic slice, then the
+    reflection within it), so a memory-mapped image stays on disk but for that window. Always a
+    new array, never a view of ``image``.
     """
     iy = reflect_indices(y, plan_.rows.length, plan_.rows.size)
     ix = reflect_indices(x, plan_.cols.length, plan_.cols.size)
-    return np.asarray(image[:, iy][:, :, ix], dtype=np.float32)
+    y0, y1 = int(iy.min()), int(iy.max()) + 1
+    x0, x1 = int(ix.min()), int(ix.max()) + 1
+    window = np.array(image[:, y0:y1, x0:x1], dtype=np.float32)
+    if y1 - y0 != len(iy) or iy[0] != y0 or not (np.diff(iy) == 1).all():
+        window = window[:, iy - y0]
+    if x1 - x0 != len(ix) or ix[0] != x0 or not (np.diff(ix) == 1).all():
+        window = window[:, :, ix - x0]
+    return window
+
+
+@lru_cache(maxsize=8)
+def _weight2d(rows_length: int, rows_overlap: int, cols_length: int, cols_overlap: int) -> np.ndarray:
+    """``(Ly, Lx)`` float32 blend weight of a whole tile (outer product of the axis ramps)."""
+    weight = ramp(rows_length, rows_overlap)[:, None] * ramp(cols_length, cols_overlap)[None, :]
+    weight = weight.astype(np.float32)
+    weight.flags.writeable = False
+    return weight
 
 
 def accumulate(out: np.ndarray, tile: np.ndarray, plan_: TilePlan, y: int, x: int) -> None:
     """Add ``tile * weight`` into ``out`` (``(C, H, W)`` float32) where the tile covers the image."""
-    wy, wx = plan_.rows.weights(), plan_.cols.weights()
+    weight = _weight2d(plan_.rows.length, plan_.rows.overlap, plan_.cols.length, plan_.cols.overlap)
     h, w = out.shape[-2:]
     y0, y1 = max(y, 0), min(y + plan_.rows.length, h)
     x0, x1 = max(x, 0), min(x + plan_.cols.length, w)
-    weight = (wy[y0 - y : y1 - y, None] * wx[None, x0 - x : x1 - x]).astype(np.float32)
-    out[:, y0:y1, x0:x1] += tile[:, y0 - y : y1 - y, x0 - x : x1 - x] * weight
+    out[:, y0:y1, x0:x1] += tile[:, y0 - y : y1 - y, x0 - x : x1 - x] * weight[y0 - y : y1 - y, x0 - x : x1 - x]
 
 
 def normalise(out: np.ndarray, plan_: TilePlan) -> None:

@@ -233,3 +233,15 @@ def test_two_process_ddp_on_gloo(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     state = torch.load(tmp_path / "ddp" / "last.pt", weights_only=False)
     assert state["step"] == 2
+
+
+def test_onnx_export_matches_pytorch(tmp_path, perturbed_model):
+    pytest.importorskip("onnxruntime")
+    from astroswin.train.export import export_onnx
+
+    perturbed_model.save_pretrained(tmp_path / "model")
+    diff = export_onnx(tmp_path / "model", tmp_path / "model.onnx")
+    import onnx
+
+    assert onnx.load(str(tmp_path / "model.onnx")).opset_import[0].version == 17
+    assert diff < 1e-4

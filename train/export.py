@@ -1,0 +1,45 @@
+"""ONNX export of a ``save_pretrained`` model folder (opset 17, dynamic height and width).
+
+The exported graph takes and returns ``(B, 3, H, W)`` float32 in the engine's stretched space,
+exactly like :class:`astroswin.engine.model.AstroSwin2SR`; normalisation and tiling stay in the
+caller. The export is checked against PyTorch on a tile and the max difference is returned.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def export_onnx(model_dir: str | Path, onnx_path: str | Path, check_size: int = 64) -> float:
+    """Export and verify; returns ``max |onnx - torch|`` on a random ``check_size`` tile.
+
+    Needs the ``onnx`` extra (``pip install "astroswin[onnx]"``: onnx, onnxscript, onnxruntime).
+    """
+    from astroswin.engine.model import AstroSwin2SR
+
+    model = AstroSwin2SR.from_pretrained(model_dir).eval()
+    example = torch.rand(1, 3, check_size, check_size)
+    onnx_path = Path(onnx_path)
+    # The TorchScript exporter writes opset 17 directly (the dynamo exporter emits 18 and cannot
+    # down-convert its Pad nodes).
+    torch.onnx.export(
+        model,
+        (example,),
+        str(onnx_path),
+        input_names=["pixel_values"],
+        output_names=["restored"],
+        opset_version=17,
+        dynamic_axes={"pixel_values": {0: "batch", 2: "height", 3: "width"}, "restored": {0: "batch", 2: "height", 3: "width"}},
+        dynamo=False,
+    )
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    check = torch.rand(1, 3, check_size + 16, check_size)
+    with torch.inference_mode():
+        expected = model(check).numpy()
+    got = session.run(None, {"pixel_values": check.numpy()})[0]
+    return float(np.abs(got - expected).max())
