@@ -245,3 +245,18 @@ def test_onnx_export_matches_pytorch(tmp_path, perturbed_model):
 
     assert onnx.load(str(tmp_path / "model.onnx")).opset_import[0].version == 17
     assert diff < 1e-4
+
+
+def test_worker_processes_give_the_same_stream(tmp_path):
+    from astroswin.train.config import from_dict
+    from astroswin.train.loop import Trainer
+
+    values = {"model": "tiny", "data": {"crop": 16, "margin": 8, "batch_size": 1}, "optim": {"steps": 3, "accumulation": 2}}
+    streams = []
+    for workers in (0, 2):
+        values["data"]["workers"] = workers
+        trainer = Trainer(from_dict(values), tmp_path / f"w{workers}")
+        streams.append([x for x, _ in trainer.batches()])
+    assert len(streams[0]) == 6
+    for a, b in zip(*streams):
+        assert torch.equal(a, b)

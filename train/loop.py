@@ -125,11 +125,23 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"].cpu())
 
     # -- one step ------------------------------------------------------------------------------
-    def seeds(self, micro: int) -> list[int]:
+    def seeds(self, micro: int, step: int | None = None) -> list[int]:
         """Data seeds of one micro-batch: a pure function of (seed, step, rank, micro)."""
         b, a = self.cfg.data.batch_size, self.cfg.optim.accumulation
-        first = ((self.step * a + micro) * self.world + self.rank) * b
+        step = self.step if step is None else step
+        first = ((step * a + micro) * self.world + self.rank) * b
         return [self.cfg.seed * 10**8 + first + i for i in range(b)]
+
+    def batches(self):
+        """Micro-batches in step order from ``data.workers`` processes (0: in this process).
+
+        Each worker makes every ``workers``-th micro-batch and the DataLoader interleaves them
+        round-robin, so the stream is the same whatever the worker count.
+        """
+        seeds = [self.seeds(m, s) for s in range(self.step, self.cfg.optim.steps) for m in range(self.cfg.optim.accumulation)]
+        dataset = MicroBatches(seeds, self.cfg, self.folder)
+        workers = self.cfg.data.workers
+        return iter(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=False, prefetch_factor=4 if workers else None))
 
     def train_step(self) -> dict:
         cfg = self.cfg
@@ -138,9 +150,9 @@ class Trainer:
             group["lr"] = lr
         context, _ = autocast_context(cfg.optim.precision, self.device)
         totals: dict[str, float] = {}
-        for micro in range(cfg.optim.accumulation):
-            x, y = make_batch(self.seeds(micro), cfg.data, cfg.degrade, self.folder)
-            x, y = x.to(self.device), y.to(self.device)
+        for _ in range(cfg.optim.accumulation):
+            x, y = next(self.stream)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with context:
                 pred = self.net(x)
             loss, terms = weighted_loss(pred.float(), y, cfg.loss.weights, cfg.loss.params)
@@ -199,6 +211,7 @@ class Trainer:
 
         signal.signal(signal.SIGTERM, request_stop)
         val = validation_set(cfg.log.val_scenes, cfg.log.val_size, cfg.degrade) if self.is_main else None
+        self.stream = self.batches()
         start = time.time()
         try:
             while self.step < cfg.optim.steps and not self.stop_requested:
@@ -221,6 +234,19 @@ class Trainer:
             if self.world > 1 and dist.is_initialized():
                 dist.barrier()
                 dist.destroy_process_group()
+
+
+class MicroBatches(torch.utils.data.IterableDataset):
+    """The training stream as a dataset: one ``(input, target)`` micro-batch per seed list."""
+
+    def __init__(self, seeds: list[list[int]], cfg: TrainConfig, folder):
+        self.seeds, self.cfg, self.folder = seeds, cfg, folder
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        share = self.seeds if info is None else self.seeds[info.id :: info.num_workers]
+        for seeds in share:
+            yield make_batch(seeds, self.cfg.data, self.cfg.degrade, self.folder)
 
 
 def flux_ratio(pred: torch.Tensor, target: torch.Tensor, threshold: float = 100.0, aperture: int = 9) -> float:
