@@ -14,13 +14,14 @@ import click
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Override the config's optim.steps.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--init", default=None, help="Override the config's init (checkpoint .pt, model folder or hub id).")
-def train_command(config: Path, out: Path | None, resume: bool, steps: int | None, threads: int | None, init: str | None) -> None:
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Override any config value, e.g. --set data.batch_size=64 --set 'data.kinds={stars=1.0}' (TOML values).")
+def train_command(config: Path, out: Path | None, resume: bool, steps: int | None, threads: int | None, init: str | None, settings: tuple[str, ...]) -> None:
     """Train one curriculum stage from a TOML CONFIG (see train/configs/).
 
     Checkpoints OUT/last.pt every few steps and on SIGTERM/Ctrl-C; run again with --resume to
     continue. Under torchrun / accelerate launch it trains with DDP.
     """
-    from .config import load_config
+    from .config import load_config, tomllib
     from .loop import Trainer
 
     overrides: dict = {"optim": {}}
@@ -30,7 +31,20 @@ def train_command(config: Path, out: Path | None, resume: bool, steps: int | Non
         overrides["optim"]["threads"] = threads
     if init is not None:
         overrides["init"] = init
-    cfg = load_config(config, overrides)
+    for item in settings:
+        key, _, value = item.partition("=")
+        *parents, leaf = key.strip().split(".")
+        target = overrides
+        for part in parents:
+            target = target.setdefault(part, {})
+        try:
+            target[leaf] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            target[leaf] = value  # a bare string
+    try:
+        cfg = load_config(config, overrides)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     out = out or Path("runs") / cfg.name
     Trainer(cfg, out, resume=resume).run()
     click.echo(f"checkpoint: {out / 'last.pt'}")

@@ -121,9 +121,14 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     path = Path(path)
     with path.open("rb") as fh:
         values = tomllib.load(fh)
-    for key, value in (overrides or {}).items():
-        if isinstance(value, dict):
-            values.setdefault(key, {}).update(value)
+    _merge(values, overrides or {})
+    return from_dict(values, where=path.name)
+
+
+def _merge(values: dict, overrides: dict) -> None:
+    """Merge nested ``overrides`` into ``values`` in place (tables merge, values replace)."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict) and key not in ("kinds", "pool", "weights"):
+            _merge(values[key], value)
         else:
             values[key] = value
-    return from_dict(values, where=path.name)

@@ -15,6 +15,7 @@ import os
 import signal
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,10 @@ class Trainer:
         if cfg.optim.threads:
             torch.set_num_threads(cfg.optim.threads)
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg).to(self.device)
+        checkpoint = self.out / "last.pt"
+        resuming = resume and checkpoint.is_file()
+        # A resumed run rebuilds the model from its own checkpoint: `init` may not exist here.
+        self.model = (build_model(replace(cfg, init=str(checkpoint))) if resuming else build_model(cfg)).to(self.device)
         if cfg.optim.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if cfg.optim.ema > 0 else None
@@ -91,8 +95,8 @@ class Trainer:
         self.stop_requested = False
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-        if resume and (self.out / "last.pt").is_file():
-            self.load(self.out / "last.pt")
+        if resuming:
+            self.load(checkpoint)
         self.net = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
 
     @property

@@ -1,0 +1,70 @@
+"""GPU checks for a lent accelerator: fp16/bf16 inference against fp32, and throughput.
+
+    python scripts/gpu_checks.py --model FOLDER_OR_NAME --out OUT/gpu_checks.json
+
+For each precision: the max and mean absolute difference of the restored image from fp32 (in
+the image's units and relative to its noise), and the PSNR of the difference; then megapixels
+per second of restore_array on a 4096x4096 RGB image for several tile / batch sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+from astroswin.engine import RestoreSettings, load_model, restore_array
+from astroswin.engine.normalize import estimate_stretch
+
+
+def synthetic_image(size: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = rng.normal(500.0, 10.0, (3, size, size)).astype(np.float32)
+    ys, xs = rng.integers(8, size - 8, (2, size * size // 2000))
+    img[:, ys, xs] += rng.uniform(100, 5e4, ys.size).astype(np.float32)
+    return img
+
+
+@click.command()
+@click.option("--model", "model_name", default="small")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--size", default=4096, show_default=True)
+def main(model_name: str, out: Path, size: int) -> None:
+    if not torch.cuda.is_available():
+        raise click.ClickException("no CUDA device")
+    model = load_model(model_name)
+    report: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "precision": {}, "throughput": []}
+    check = synthetic_image(1024)
+    noise = estimate_stretch(check).noise
+    ref = restore_array(check, model, RestoreSettings(device="cuda", precision="fp32"))
+    for precision in ("bf16", "fp16"):
+        got = restore_array(check, model, RestoreSettings(device="cuda", precision=precision))
+        diff = np.abs(got - ref)
+        span = float(ref.max() - ref.min())
+        report["precision"][precision] = {
+            "max_abs": float(diff.max()),
+            "mean_abs": float(diff.mean()),
+            "mean_abs_over_noise": float(diff.mean() / noise),
+            "psnr_vs_fp32_db": float(10 * np.log10(span**2 / max(float((diff**2).mean()), 1e-20))),
+        }
+    image = synthetic_image(size)
+    for precision in ("fp32", "bf16", "fp16"):
+        for tile, batch in ((256, 16), (512, 8), (512, 16)):
+            settings = RestoreSettings(device="cuda", precision=precision, tile=tile, overlap=32, batch_size=batch)
+            restore_array(image[:, :1024, :1024], model, settings)  # warm-up
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            restore_array(image, model, settings)
+            torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+            report["throughput"].append({"precision": precision, "tile": tile, "batch": batch, "mp_per_s": size * size / seconds / 1e6, "seconds": seconds, "max_memory_gb": torch.cuda.max_memory_allocated() / 1e9})
+            click.echo(json.dumps(report["throughput"][-1]))
+    out.write_text(json.dumps(report, indent=1))
+    click.echo(json.dumps(report["precision"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
