@@ -91,14 +91,18 @@ def halo_depth(image: np.ndarray, y: int, x: int, inner: float = 2.0, outer: flo
 
 
 def median_fwhm(image: np.ndarray, threshold_sigma: float = 30.0, max_stars: int = 50) -> tuple[float, int]:
-    """Median FWHM (pixels) of the brightest isolated stars of an ``(H, W)`` linear image.
+    """Median FWHM (pixels) of the brightest isolated stars of a linear image.
 
-    The background (median) is removed and the threshold is in robust noise sigmas. Returns
-    ``(fwhm, number_of_stars)``; ``(nan, 0)`` when no star qualifies.
+    ``(C, H, W)`` images are measured on their channel mean. The background (median) is removed
+    and the threshold is in robust noise sigmas. Returns ``(fwhm, number_of_stars)``;
+    ``(nan, 0)`` when no star qualifies.
     """
     from .normalize import robust_noise
 
-    data = np.nan_to_num(image.astype(np.float64) - np.nanmedian(image))
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim == 3:
+        image = image.mean(axis=0)
+    data = np.nan_to_num(image - np.nanmedian(image))
     sigma = robust_noise(data) or (np.abs(data).max() * 1e-3) or 1.0
     stars = find_stars(data, threshold_sigma * sigma, max_stars=max_stars)
     values = [fwhm(data, y, x) for y, x in stars]

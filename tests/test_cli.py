@@ -56,8 +56,8 @@ def test_restore_mono_fits_with_spaces_keeps_header_sky_and_flux(mono_fits, star
     assert data.shape == observed.shape and hdul[0].header["BITPIX"] == -32
     assert header["OBJECT"] == "M31" and header["CTYPE1"] == "RA---TAN" and "AstroSWIN" in str(header["HISTORY"])
     sky_in, sky_out = np.median(observed), np.median(data)
-    assert abs(sky_out - sky_in) / sky_in < 0.02
-    assert abs((data - sky_out).sum() / (observed - sky_in).sum() - 1) < 0.05
+    assert abs(sky_out - 100.0) / 100.0 < 0.02  # the true sky (the input's median is lifted by star wings)
+    assert abs((data - 100.0).sum() / (observed - 100.0).sum() - 1) < 0.05  # total flux above the sky
     assert sha256(mono_fits) == before
 
 
@@ -150,7 +150,9 @@ def test_demo_restores_the_bundled_sample(tmp_path):
     result = run("demo", "--out", tmp_path / "demo")
     assert result.returncode == 0, result.stderr
     assert "median star FWHM" in result.stdout
-    before, after = [float(v) for v in result.stdout.split("median star FWHM: ")[1].replace(" px", " ").split()[0:5:4]]
-    assert after < before
+    import re
+
+    before, after = map(float, re.search(r"FWHM: ([\d.]+) px before .* -> ([\d.]+) px after", result.stdout).groups())
+    assert after < 0.7 * before
     for name in ("sample_input.fits", "sample_restored.fits", "sample_before_after.png"):
         assert (tmp_path / "demo" / name).stat().st_size > 0

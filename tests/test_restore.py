@@ -98,7 +98,9 @@ def test_bundled_model_sharpens_and_keeps_flux_and_sky(star_field):
     truth, observed, info = star_field
     out = restore_array(observed, load_model("small"), RestoreSettings(device="cpu"))
     sky_in, sky_out = np.median(observed), np.median(out)
-    assert abs(sky_out - sky_in) / sky_in < 0.02
+    # The true sky is 100; the input's median sits ~2.5% above it on the wings of blurred stars,
+    # which deconvolution gives back to the stars.
+    assert abs(sky_out - 100.0) / 100.0 < 0.02
     bright = np.argsort(info["fluxes"])[::-1][:8]
     ratios, fw_in, fw_out = [], [], []
     for k in bright:
