@@ -526,8 +526,7 @@ def _bundled_small():
     pytest.importorskip("torch")
     from astroswin.engine import bundled_models
 
-    if "small" not in bundled_models():
-        pytest.skip("the bundled 'small' weights are not in engine/weights/small yet")
+    assert "small" in bundled_models(), "the bundled 'small' weights are missing from engine/weights/small"
 
 
 def test_restored_star_field_is_closer_to_the_truth(sp, tmp_path):

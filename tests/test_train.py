@@ -260,3 +260,13 @@ def test_worker_processes_give_the_same_stream(tmp_path):
     assert len(streams[0]) == 6
     for a, b in zip(*streams):
         assert torch.equal(a, b)
+
+
+def test_chains_terminate_and_stay_centred():
+    from astroswin.train.degrade import sample_kernel
+
+    cfg = DegradeConfig(chain_probability=1.0)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        kernel = sample_kernel(rng, cfg)
+        assert kernel.sum() == pytest.approx(1.0) and kernel.shape[0] % 2 == 1

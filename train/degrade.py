@@ -40,13 +40,13 @@ class DegradeConfig:
     cosmic_ray_probability: float = 0.2
 
 
-def sample_kernel(rng: np.random.Generator, cfg: DegradeConfig, fwhm: float | None = None, family: str | None = None) -> np.ndarray:
+def sample_kernel(rng: np.random.Generator, cfg: DegradeConfig, fwhm: float | None = None, family: str | None = None, allow_chain: bool = True) -> np.ndarray:
     """One PSF from the pool (or a chain of 2-4 of them when ``chain_probability`` hits)."""
-    if family is None and rng.uniform() < cfg.chain_probability:
+    if allow_chain and family is None and rng.uniform() < cfg.chain_probability:
         n = int(rng.integers(cfg.chain_length[0], cfg.chain_length[1] + 1))
-        # Split the blur budget so the chain stays within the FWHM range.
+        # Split the blur budget so the chain stays within the FWHM range; links never chain.
         total = fwhm or rng.uniform(*cfg.fwhm)
-        parts = [sample_kernel(rng, cfg, fwhm=max(1.0, total / np.sqrt(n)), family=None if k else "moffat") for k in range(n)]
+        parts = [sample_kernel(rng, cfg, fwhm=max(1.0, total / np.sqrt(n)), family=None if k else "moffat", allow_chain=False) for k in range(n)]
         return kernels.chain(parts)
     fwhm = fwhm or rng.uniform(*cfg.fwhm)
     names = list(cfg.pool)
