@@ -96,13 +96,12 @@ class Progress:
 def restore_file(source: Path, target: Path, model, model_name: str, settings, progress: Progress, overwrite: bool, dtype: str) -> float:
     """Read, restore and atomically write one file; returns the seconds it took."""
     from astroswin.engine import count_tiles, restore_array
-    from astroswin.engine.io import read_image, write_image
+    from astroswin.engine.io import check_output, read_image, write_image
 
     start = time.perf_counter()
-    if target.exists() and not overwrite:
-        raise _FileError(f"output {target} exists (use --overwrite to replace it)")
     if target.resolve() == source.resolve():
         raise _FileError("output would replace the input; choose another name")
+    check_output(target, overwrite=overwrite)  # folder, special file, unwritable, exists: before any work
     image = read_image(source)
     progress.start(source, target, image.data.shape, count_tiles(*image.data.shape[-2:], settings))
     try:
@@ -177,6 +176,9 @@ def restore(inputs, output, output_dir, suffix, overwrite, model_name, strength,
         error(str(exc))
         progress.emit(event="error", file="", message=str(exc))
         sys.exit(EXIT_FAILED)
+    except KeyboardInterrupt:
+        error("interrupted; no output written")
+        sys.exit(EXIT_INTERRUPTED)
     ok = 0
     for source in files:
         message = None

@@ -33,7 +33,8 @@ class Image:
     Attributes
     ----------
     data : numpy.ndarray
-        ``(H, W)`` or ``(C, H, W)``, C in {1, 3}, the file's units; may be memory-mapped.
+        ``(H, W)`` or ``(C, H, W)``, C in {1, 3}, the file's units; may be memory-mapped
+        (FITS data is returned read-only).
     format : str
         ``fits``, ``xisf`` or ``tiff`` (from the file's content).
     dtype : numpy.dtype
@@ -133,7 +134,10 @@ def _read_fits(path: Path, memmap: bool) -> Image:
                 bitpix = hdu.header.get("ZBITPIX", hdu.header["BITPIX"]) if compressed else hdu.header["BITPIX"]
                 stored = np.dtype(fits.BITPIX2DTYPE[bitpix])
                 # Big-endian as stored: tiles are converted as they are read, no full copy.
-                data = check_image_shape(data)
+                # Read-only: the input is never modified, and the engine may drop the pages
+                # of a memory map it has read (see restore.release_pages).
+                data = check_image_shape(data).view()
+                data.flags.writeable = False
                 return Image(data=data, format="fits", dtype=stored, header=hdu.header.copy())
     except (EngineError, _NeedsLoading):
         raise
@@ -324,6 +328,35 @@ def default_dtype(fmt: str, image: Image | None) -> np.dtype:
     return np.dtype(np.float32) if dtype.kind == "f" else dtype
 
 
+def check_output(path: str | Path, overwrite: bool = False) -> Path:
+    """Check that ``path`` can receive an output, before any work is done; EngineError if not.
+
+    The target must not be a folder or a special file (a device, pipe or socket: never
+    replaced by a regular file, even with ``overwrite``), its folder must exist and accept a
+    new file (tried, not guessed from permission bits: root ignores them), and an existing
+    target needs ``overwrite``.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise EngineError(f"output {path} is a folder")
+    if path.exists() and not path.is_file():
+        raise EngineError(f"output {path} is not a regular file (a device, pipe or socket); choose a file name")
+    if not folder.is_dir():
+        raise EngineError(f"output folder {folder} does not exist")
+    if path.exists() and not overwrite:
+        raise EngineError(f"output {path} exists (use --overwrite to replace it)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".astroswin-tmp", dir=folder)
+    except OSError as exc:
+        raise EngineError(f"cannot write in {folder} ({exc.strerror or exc})") from None
+    try:
+        os.close(fd)
+    finally:
+        os.unlink(probe)
+    return path
+
+
 def write_image(path: str | Path, data: np.ndarray, source: Image | None = None, *, fmt: str | None = None, dtype: np.dtype | str | None = None, history: list[str] | None = None, overwrite: bool = False) -> Path:
     """Write ``data`` atomically, keeping ``source``'s metadata.
 
@@ -343,6 +376,7 @@ def write_image(path: str | Path, data: np.ndarray, source: Image | None = None,
     overwrite : bool
         Replace an existing file. Without it an existing target is an error -- checked at the
         final, atomic step too, so two runs racing for one name cannot clobber each other.
+        A folder or a special file (device, pipe, socket) is never replaced.
     """
     path = Path(path)
     fmt = fmt or format_for_suffix(path) or (source.format if source else "fits")
@@ -350,17 +384,20 @@ def write_image(path: str | Path, data: np.ndarray, source: Image | None = None,
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise EngineError(f"output {path} is a folder")
+    if path.exists() and not path.is_file():
+        raise EngineError(f"output {path} is not a regular file (a device, pipe or socket); choose a file name")
     if not folder.is_dir():
         raise EngineError(f"output folder {folder} does not exist")
     if path.exists() and not overwrite:
         raise EngineError(f"output {path} exists (use --overwrite to replace it)")
+    tmp = None
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".astroswin-tmp", dir=folder)
-    except OSError as exc:
-        raise EngineError(f"cannot write in {folder} ({exc.strerror or exc})") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+        try:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".astroswin-tmp", dir=folder)
+        except OSError as exc:
+            raise EngineError(f"cannot write in {folder} ({exc.strerror or exc})") from None
+        tmp = Path(tmp_name)
+        os.close(fd)
         tmp.unlink()  # writers create the file themselves (astropy refuses to overwrite)
         WRITERS[fmt](tmp, data, source, dtype, history or [])
         with open(tmp, "rb+") as fh:
@@ -383,6 +420,6 @@ def write_image(path: str | Path, data: np.ndarray, source: Image | None = None,
     except Exception as exc:  # a writer refusing the data: one line, and no partial file
         raise EngineError(f"cannot write {path} as {fmt.upper()} ({_first_line(exc)})") from None
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
     return path

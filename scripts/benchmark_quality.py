@@ -9,7 +9,7 @@ fields and nebula fields, all linear, with sky and shot/read noise. For each sce
   strongest Wiener possible), both given the exact PSF;
 * PSNR and SSIM on an asinh display stretch (the engine's, parameters from the input), median
   star FWHM ratio to the truth, median aperture flux ratio to the truth (r = 2.5 x truth FWHM),
-  halo depth (darkest ring mean around the brightest stars relative to their peak).
+  halo depth (darkest ring mean around the brightest stars relative to their true peak).
 
 Writes ``OUT/quality.md`` (a Markdown table), ``OUT/quality.json`` and one PNG per scene
 (input | model | RL | Wiener | truth), and prints the table.
@@ -109,7 +109,7 @@ def star_metrics(result, truth, sky):
             ratios_w.append(fr / ft)
         r = 2.5 * max(ft if np.isfinite(ft) else 1.5, 1.5) + 2
         ratios_f.append(aperture_flux(lum_r, y, x, r) / aperture_flux(lum_t, y, x, r))
-        halos.append(halo_depth(lum_r, y, x))
+        halos.append(halo_depth(lum_r, y, x, peak=lum_t[y, x]))
     med = lambda v: float(np.median(v)) if v else float("nan")  # noqa: E731
     return med(ratios_w), med(ratios_f), float(np.min(halos)) if halos else float("nan")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 import numpy as np
 import torch
+
 from astroswin.engine import RestoreSettings, load_model, restore_array
 from astroswin.engine.normalize import estimate_stretch
 

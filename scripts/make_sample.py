@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 import numpy as np
 from astropy.io import fits
+
 from astroswin.engine.measure import median_fwhm
 from astroswin.train import psf
 from astroswin.train.degrade import add_noise, convolve

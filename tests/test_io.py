@@ -10,9 +10,10 @@ import pytest
 import tifffile
 from astropy.io import fits
 from astropy.wcs import WCS
+from xisf import XISF
+
 from astroswin.engine import EngineError
 from astroswin.engine.io import read_image, write_image
-from xisf import XISF
 
 
 def _header():

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+
 from astroswin.engine import EngineError, load_model
 from astroswin.engine.loading import load_folder
 from astroswin.engine.model import NAMED_CONFIGS, AstroSwin2SR, AstroSwin2SRConfig

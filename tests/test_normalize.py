@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from astroswin.engine.normalize import Stretch, estimate_stretch, robust_noise, stretch, unstretch
 
 

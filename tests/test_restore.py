@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from astroswin.engine import EngineError, RestoreSettings, restore_array
 
 FAST = RestoreSettings(tile=64, overlap=16, device="cpu")

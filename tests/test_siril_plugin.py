@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from astroswin.plugin import siril as plugin
 
 HERE = Path(__file__).resolve().parent

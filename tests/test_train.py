@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from astroswin.train import losses, psf
 from astroswin.train.config import load_config
 from astroswin.train.degrade import DegradeConfig, degrade

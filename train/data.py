@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from astroswin.engine.normalize import estimate_stretch, stretch
 
 from .config import DataConfig

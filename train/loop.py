@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+
 from astroswin.engine.model import AstroSwin2SR, AstroSwin2SRConfig
 
 from .config import TrainConfig
