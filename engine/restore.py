@@ -192,8 +192,20 @@ def _compile_wanted(settings: RestoreSettings, device: torch.device, tile_pixels
 
 
 def _use_persistent_cache() -> None:
-    """Keep torch.compile's graph cache in the user's cache folder (not /tmp), unless set."""
-    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    """Keep torch.compile's graph cache in the user's cache folder, which survives reboots,
+    rather than torch's default ``/tmp/torchinductor_<user>`` -- unless the user chose one.
+
+    (Importing ``transformers`` already fills ``$TORCHINDUCTOR_CACHE_DIR`` with torch's
+    default, so that value counts as unset.)
+    """
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        default = os.path.abspath(default_cache_dir())
+    except Exception:  # private API moved: leave torch's choice alone
+        return
+    if current is None or os.path.abspath(current) == default:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(base / "astroswin" / "torchinductor")
 
