@@ -328,6 +328,18 @@ def default_dtype(fmt: str, image: Image | None) -> np.dtype:
     return np.dtype(np.float32) if dtype.kind == "f" else dtype
 
 
+def _check_target(path: Path, folder: Path, overwrite: bool) -> None:
+    """The checks every output gets: not a folder or special file, folder exists, no clobber."""
+    if path.is_dir():
+        raise EngineError(f"output {path} is a folder")
+    if path.exists() and not path.is_file():
+        raise EngineError(f"output {path} is not a regular file (a device, pipe or socket); choose a file name")
+    if not folder.is_dir():
+        raise EngineError(f"output folder {folder} does not exist")
+    if path.exists() and not overwrite:
+        raise EngineError(f"output {path} exists (use --overwrite to replace it)")
+
+
 def check_output(path: str | Path, overwrite: bool = False) -> Path:
     """Check that ``path`` can receive an output, before any work is done; EngineError if not.
 
@@ -338,14 +350,7 @@ def check_output(path: str | Path, overwrite: bool = False) -> Path:
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise EngineError(f"output {path} is a folder")
-    if path.exists() and not path.is_file():
-        raise EngineError(f"output {path} is not a regular file (a device, pipe or socket); choose a file name")
-    if not folder.is_dir():
-        raise EngineError(f"output folder {folder} does not exist")
-    if path.exists() and not overwrite:
-        raise EngineError(f"output {path} exists (use --overwrite to replace it)")
+    _check_target(path, folder, overwrite)
     try:
         fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".astroswin-tmp", dir=folder)
     except OSError as exc:
@@ -382,14 +387,7 @@ def write_image(path: str | Path, data: np.ndarray, source: Image | None = None,
     fmt = fmt or format_for_suffix(path) or (source.format if source else "fits")
     dtype = np.dtype(dtype) if dtype is not None else default_dtype(fmt, source)
     folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise EngineError(f"output {path} is a folder")
-    if path.exists() and not path.is_file():
-        raise EngineError(f"output {path} is not a regular file (a device, pipe or socket); choose a file name")
-    if not folder.is_dir():
-        raise EngineError(f"output folder {folder} does not exist")
-    if path.exists() and not overwrite:
-        raise EngineError(f"output {path} exists (use --overwrite to replace it)")
+    _check_target(path, folder, overwrite)
     tmp = None
     try:
         try:
