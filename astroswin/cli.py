@@ -56,7 +56,9 @@ def output_path(source: Path, fmt: str, output: Path | None, output_dir: Path | 
     content) or the format's canonical one."""
     if output is not None:
         return output
-    ext = source.suffix if source.suffix.lower() in {s for s in KNOWN_SUFFIXES if CANONICAL_SUFFIX[fmt][:4] in s} else CANONICAL_SUFFIX[fmt]
+    from astroswin.engine.io import FORMATS
+
+    ext = source.suffix if source.suffix.lower() in FORMATS[fmt] else CANONICAL_SUFFIX[fmt]
     return (output_dir or source.parent) / f"{source.stem}{suffix}{ext}"
 
 
