@@ -55,8 +55,8 @@ class RestoreSettings:
         Tile size and overlap in pixels (defaults measured: see the README's speed table).
     batch_size : int
         Tiles per forward pass on GPUs, and per progress report. On the CPU tiles always run
-        one per forward pass: their activations then stay in cache, measured 1.3x faster than
-        batches of 4 (``scripts/bench.py sweep``).
+        one per forward pass: their activations then stay in cache, measured 1.1-1.3x faster
+        than batches of 4 (``scripts/bench.py sweep``).
     device : str
         ``auto`` | ``cpu`` | ``cuda`` | ``mps``.
     precision : str
@@ -217,7 +217,7 @@ def _cache_attention_masks(model: torch.nn.Module) -> None:
     ``torch.compile`` that construction is fused into the attention softmax and recomputed for
     every score with scalar index arithmetic -- about a third of the CPU time. The mask depends
     only on the padded tile size, dtype and device, so it is built once per key, eagerly, and
-    reused: identical values, 1.4-1.8x faster compiled inference on a CPU (``scripts/bench.py``).
+    reused: identical values, 1.35-1.8x faster compiled inference on a CPU (``scripts/bench.py``).
     With gradients enabled (training) the layers' own method is used.
     """
     for module in model.modules():

@@ -391,7 +391,7 @@ def merge(path: Path, records: list[dict], hw: dict, flops_px: float, opts) -> d
     runs = [r for r in keep if key(r) not in new] + records
     runs.sort(key=lambda r: (r["device"], r["precision"], r["threads"], r["megapixels"], r["channels"]))
     previous = json.loads(path.read_text()) if path.is_file() else {}
-    data = {"hardware": hw, "model": opts.label or opts.model, "flops_per_tile_px": round(flops_px), "runs": runs, "sweep": previous.get("sweep", [])}
+    data = {"hardware": hw, "model": opts.label or opts.model, "flops_per_tile_px": round(flops_px), "runs": runs, "sweep": previous.get("sweep", []), "notes": previous.get("notes", [])}
     path.write_text(json.dumps(data, indent=1) + "\n")
     return data
 
@@ -439,6 +439,8 @@ def markdown(data: dict) -> str:
     ]
     if data.get("sweep"):
         lines += ["## Speed options (sweep)", "", sweep_table(data["sweep"]), ""]
+    if data.get("notes"):
+        lines += ["## Notes", ""] + [f"- {note}" for note in data["notes"]] + [""]
     return "\n".join(lines)
 
 

@@ -52,10 +52,11 @@ def sky(shape: tuple[int, ...], seed: int = 0, level: float = 1000.0, noise: flo
     rng = np.random.default_rng(seed)
     data = level + noise * rng.standard_normal(shape)
     h, w = shape[-2:]
-    yy, xx = np.mgrid[0:h, 0:w]
-    for _ in range(max(1, h * w // 2000)):
+    for _ in range(max(1, h * w // 2000)):  # Gaussian stars, drawn in 15 x 15 stamps
         y, x = rng.uniform(0, h), rng.uniform(0, w)
-        data += 50 * noise * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.5**2))
+        y0, y1, x0, x1 = max(0, int(y) - 7), min(h, int(y) + 8), max(0, int(x) - 7), min(w, int(x) + 8)
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        data[..., y0:y1, x0:x1] += 50 * noise * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.5**2))
     return data
 
 
@@ -570,3 +571,18 @@ def test_two_runs_same_output(tmp_path, tiny_model, overwrite):
     assert restored.shape == data.shape and np.isfinite(restored).all()
     assert leftovers(tmp_path) == []
     assert digest(src) == inputs[src]
+
+
+def test_no_cxx_compiler_falls_back_to_eager(tmp_path, tiny_model):
+    """A machine without a working C++ compiler: ``torch.compile`` (forced on) fails inside the
+    run, and the engine finishes eagerly -- exit 0, nothing on stderr, the same pixels as an
+    eager run. Simulated by pointing ``CXX``/``CC`` at a missing file and an empty graph cache."""
+    src = tmp_path / "in.fits"
+    inputs = write_fits(src, sky((200, 200)).astype(np.float32))
+    target, eager = tmp_path / "compiled.fits", tmp_path / "eager.fits"
+    env = dict(_env(), ASTROSWIN_COMPILE="1", CXX=str(tmp_path / "no-c++"), CC=str(tmp_path / "no-cc"), TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))
+    proc = subprocess.run(_cli_command(tiny_model, src, "-o", target, "--progress", "none", "--tile", "64", "--overlap", "8"), capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == "", proc.stderr
+    assert_success(run([src, "-o", eager, "--tile", "64", "--overlap", "8"], tiny_model), inputs=inputs, output=eager)
+    np.testing.assert_array_equal(read_fits_data(target), read_fits_data(eager))
