@@ -7,6 +7,10 @@ borders included, gets full context. A tile's weight is 0 on its outermost pixel
 and down over the overlap with a raised cosine (:func:`ramp`); weights are separable, so their
 sum over all tiles is the outer product of two 1-D sums and normalising costs no image-sized
 buffer.
+
+``extract``, ``accumulate`` and ``normalise`` take numpy arrays (the CPU path, which streams a
+memory-mapped image) or torch tensors (the GPU path, which keeps the image on the device):
+the same index arithmetic either way.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import torch
+
+Array = np.ndarray | torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -120,23 +127,33 @@ def plan(height: int, width: int, tile: int, overlap: int) -> TilePlan:
     return TilePlan(plan_axis(height, tile, overlap), plan_axis(width, tile, overlap))
 
 
-def extract(image: np.ndarray, plan_: TilePlan, y: int, x: int) -> np.ndarray:
+def extract(image: Array, plan_: TilePlan, y: int, x: int) -> Array:
     """``(C, Ly, Lx)`` float32 tile at ``(y, x)`` of a ``(C, H, W)`` array, reflect-padded.
 
     Reads only the window of rows and columns the tile covers (a basic slice, then the
     reflection within it), so a memory-mapped image stays on disk but for that window. Always a
-    new array, never a view of ``image``.
+    new array (a tensor on ``image``'s device for a tensor), never a view of ``image``.
     """
     iy = reflect_indices(y, plan_.rows.length, plan_.rows.size)
     ix = reflect_indices(x, plan_.cols.length, plan_.cols.size)
     y0, y1 = int(iy.min()), int(iy.max()) + 1
     x0, x1 = int(ix.min()), int(ix.max()) + 1
-    window = np.array(image[:, y0:y1, x0:x1], dtype=np.float32)
+    if isinstance(image, torch.Tensor):
+        window = image[:, y0:y1, x0:x1].to(torch.float32, copy=True)
+    else:
+        window = np.array(image[:, y0:y1, x0:x1], dtype=np.float32)
     if y1 - y0 != len(iy) or iy[0] != y0 or not (np.diff(iy) == 1).all():
-        window = window[:, iy - y0]
+        window = _take(window, iy - y0, axis=1)
     if x1 - x0 != len(ix) or ix[0] != x0 or not (np.diff(ix) == 1).all():
-        window = window[:, :, ix - x0]
+        window = _take(window, ix - x0, axis=2)
     return window
+
+
+def _take(array: Array, indices: np.ndarray, axis: int) -> Array:
+    """``array`` indexed by ``indices`` along ``axis``, for numpy arrays and torch tensors."""
+    if isinstance(array, torch.Tensor):
+        return array.index_select(axis, torch.from_numpy(indices).to(array.device))
+    return np.take(array, indices, axis=axis)
 
 
 @lru_cache(maxsize=8)
@@ -148,16 +165,26 @@ def _weight2d(rows_length: int, rows_overlap: int, cols_length: int, cols_overla
     return weight
 
 
-def accumulate(out: np.ndarray, tile: np.ndarray, plan_: TilePlan, y: int, x: int) -> None:
+@lru_cache(maxsize=8)
+def _weight2d_on(device: torch.device, *shape: int) -> torch.Tensor:
+    """:func:`_weight2d` as a tensor on ``device`` (made once per tiling and device)."""
+    return torch.from_numpy(_weight2d(*shape).copy()).to(device)
+
+
+def accumulate(out: Array, tile: Array, plan_: TilePlan, y: int, x: int) -> None:
     """Add ``tile * weight`` into ``out`` (``(C, H, W)`` float32) where the tile covers the image."""
-    weight = _weight2d(plan_.rows.length, plan_.rows.overlap, plan_.cols.length, plan_.cols.overlap)
+    shape = (plan_.rows.length, plan_.rows.overlap, plan_.cols.length, plan_.cols.overlap)
+    weight = _weight2d_on(out.device, *shape) if isinstance(out, torch.Tensor) else _weight2d(*shape)
     h, w = out.shape[-2:]
     y0, y1 = max(y, 0), min(y + plan_.rows.length, h)
     x0, x1 = max(x, 0), min(x + plan_.cols.length, w)
     out[:, y0:y1, x0:x1] += tile[:, y0 - y : y1 - y, x0 - x : x1 - x] * weight[y0 - y : y1 - y, x0 - x : x1 - x]
 
 
-def normalise(out: np.ndarray, plan_: TilePlan) -> None:
+def normalise(out: Array, plan_: TilePlan) -> None:
     """Divide the accumulated ``out`` by the (separable) weight sum, in place."""
-    out /= plan_.rows.weight_sum().astype(np.float32)[None, :, None]
-    out /= plan_.cols.weight_sum().astype(np.float32)[None, None, :]
+    rows, cols = plan_.rows.weight_sum().astype(np.float32), plan_.cols.weight_sum().astype(np.float32)
+    if isinstance(out, torch.Tensor):
+        rows, cols = torch.from_numpy(rows).to(out.device), torch.from_numpy(cols).to(out.device)
+    out /= rows[None, :, None]
+    out /= cols[None, None, :]

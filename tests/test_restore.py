@@ -114,3 +114,39 @@ def test_bundled_model_sharpens_and_keeps_flux_and_sky(star_field):
     assert 0.95 < np.median(ratios) < 1.05
     assert np.nanmedian(fw_out) < 0.85 * np.nanmedian(fw_in)
     assert np.mean((out - truth) ** 2) < np.mean((observed - truth) ** 2)
+
+
+@pytest.mark.parametrize("shape", [(150, 170), (3, 97, 203)])
+def test_device_resident_path_matches_streaming(shape, perturbed_model, monkeypatch):
+    """On CUDA the image is kept on the GPU and tiles are cut and blended there. Forced here on
+    the CPU, that path must give the streaming path's pixels, NaN/inf and saturation handling
+    included, through the compiled-shape padding of a partial last batch too."""
+    from astroswin.engine import restore
+
+    rng = np.random.default_rng(3)
+    data = (100 + 5 * rng.standard_normal(shape)).astype(np.float32)
+    data[..., 10:14, 20:60] = np.nan
+    data[..., 50, 50] = np.inf
+    data[..., 80:83, 80:83] = 5000.0  # a clipped plateau
+    settings = RestoreSettings(tile=64, overlap=16, batch_size=4, compile="off")
+    streamed = restore_array(data, perturbed_model, settings)
+    monkeypatch.setattr(restore, "_fits_on_device", lambda shape, device: True)
+    monkeypatch.setattr(restore, "_CPU_ONE_TILE_PER_PASS", False)  # batches of 4 as on a GPU
+    resident = restore_array(data, perturbed_model, settings)
+    assert not np.array_equal(streamed[np.isfinite(data)], data[np.isfinite(data)])  # the model did act
+    np.testing.assert_allclose(resident, streamed, rtol=0, atol=1e-4 * 5)
+    np.testing.assert_array_equal(np.isnan(resident), np.isnan(data))
+
+
+def test_batches_pad_alike_for_arrays_and_tensors():
+    """A partial last batch is padded to the compiled batch size with copies of its last tile,
+    the same way for numpy tiles (CPU path) and tensors (GPU path)."""
+    import torch
+
+    from astroswin.engine.restore import _stack
+
+    tiles = [np.full((3, 4, 5), i, dtype=np.float32) for i in range(3)]
+    padded = _stack(tiles, 5)
+    assert padded.shape == (5, 3, 4, 5) and [float(t[0, 0, 0]) for t in padded] == [0, 1, 2, 2, 2]
+    np.testing.assert_array_equal(_stack([torch.from_numpy(t) for t in tiles], 5).numpy(), padded)
+    assert _stack(tiles, 3).shape == (3, 3, 4, 5)
