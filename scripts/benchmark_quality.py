@@ -119,10 +119,12 @@ def star_metrics(result, truth, sky):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench"), show_default=True)
 @click.option("--size", default=192, show_default=True, help="Scene size in pixels.")
 @click.option("--threads", default=None, type=int)
-def main(model_name: str, out: Path, size: int, threads: int | None) -> None:
+@click.option("--tile", default=None, type=int, help="Tile size (default: the engine's CPU default; a scene larger than tile - 2 x overlap is cut into several).")
+@click.option("--overlap", default=None, type=int)
+def main(model_name: str, out: Path, size: int, threads: int | None, tile: int | None, overlap: int | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(model_name)
-    settings = RestoreSettings(device="cpu", threads=threads)
+    settings = RestoreSettings(device="cpu", threads=threads, tile=tile, overlap=overlap)
     rows = []
     for index, (name, kind, blur, sky, gain) in enumerate(SCENES):
         truth, observed, kernel = make_case(index, kind, blur, sky, gain, size)

@@ -150,3 +150,18 @@ def test_batches_pad_alike_for_arrays_and_tensors():
     assert padded.shape == (5, 3, 4, 5) and [float(t[0, 0, 0]) for t in padded] == [0, 1, 2, 2, 2]
     np.testing.assert_array_equal(_stack([torch.from_numpy(t) for t in tiles], 5).numpy(), padded)
     assert _stack(tiles, 3).shape == (3, 3, 4, 5)
+
+
+def test_tiling_defaults_follow_the_device():
+    """Measured defaults: 128/16 on the CPU, 512/32 on a GPU; a given tile gets tile/8 overlap;
+    an impossible pair is a clear error on any device."""
+    import torch
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert RestoreSettings().tiling(cpu) == (128, 16)
+    assert RestoreSettings().tiling(cuda) == (512, 32)
+    assert RestoreSettings(tile=256).tiling(cuda) == (256, 32)
+    assert RestoreSettings(tile=96, overlap=8).tiling(cpu) == (96, 8)
+    assert RestoreSettings(overlap=24).tiling(cpu) == (128, 24)
+    with pytest.raises(EngineError, match="overlap"):
+        RestoreSettings(overlap=64).tiling(cpu)

@@ -227,7 +227,7 @@ def test_double_lock_errors_gui_undo_and_no_image(sp):
 def test_no_arguments_mean_the_defaults():
     assert plugin.parse_args([]) == plugin.PluginSettings()
     d = plugin.PluginSettings()
-    assert (d.strength, d.model, d.device, d.tile) == (1.0, "small", "auto", 256)
+    assert (d.strength, d.model, d.device, d.tile, d.overlap) == (1.0, "small", "auto", 128, 16)
 
 
 def test_headless_arguments_are_parsed():

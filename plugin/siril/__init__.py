@@ -81,8 +81,8 @@ class PluginSettings:
     strength: float = 1.0
     model: str = "small"
     device: str = "auto"
-    tile: int = 256
-    overlap: int = 32
+    tile: int = 128  # the engine's CPU default (measured fastest, same quality)
+    overlap: int = 16
     batch_size: int = 4
     precision: str = "auto"
     threads: int | None = None
@@ -147,7 +147,7 @@ def _check(settings: PluginSettings, overlap_given: bool = True) -> PluginSettin
     if s.precision not in PRECISIONS:
         raise UsageError(f"bad value for -precision: '{s.precision}'; choose one of {', '.join(PRECISIONS)}")
     if not 16 <= s.tile <= 8192:
-        raise UsageError(f"bad value for -tile: {s.tile}; use 16..8192 pixels (256 is a good default)")
+        raise UsageError(f"bad value for -tile: {s.tile}; use 16..8192 pixels (128 is a good default on the CPU, 512 on a GPU)")
     if not overlap_given:
         s = dataclasses.replace(s, overlap=min(s.overlap, s.tile // 4))
     if s.overlap < 0 or s.tile <= 2 * s.overlap:
