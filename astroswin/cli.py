@@ -98,7 +98,7 @@ class Progress:
 def restore_file(source: Path, target: Path, model, model_name: str, settings, progress: Progress, overwrite: bool, dtype: str) -> float:
     """Read, restore and atomically write one file; returns the seconds it took."""
     from astroswin.engine import count_tiles, restore_array
-    from astroswin.engine.device import resolve_device
+    from astroswin.engine.device import resolve_device, resolve_precision
     from astroswin.engine.io import check_output, read_image, write_image
 
     start = time.perf_counter()
@@ -111,7 +111,8 @@ def restore_file(source: Path, target: Path, model, model_name: str, settings, p
         restored = restore_array(image.data, model, settings, progress=lambda d, t: progress.update(source, d, t))
     finally:
         progress.close()
-    history = [f"AstroSWIN {__version__}: model={model_name} strength={settings.strength:.2f}", "AstroSWIN tile={} overlap={} precision={}".format(*settings.tiling(resolve_device(settings.device)), settings.precision)]
+    device = resolve_device(settings.device)
+    history = [f"AstroSWIN {__version__}: model={model_name} strength={settings.strength:.2f}", "AstroSWIN tile={} overlap={} precision={}".format(*settings.tiling(device), resolve_precision(settings.precision, device))]
     write_image(target, restored, image, dtype=None if dtype == "auto" else dtype, history=history, overwrite=overwrite)
     return time.perf_counter() - start
 
@@ -137,7 +138,7 @@ def cli() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never modified).")
 @click.option("--model", "model_name", default="small", show_default=True, help="Bundled model name, a save_pretrained folder, or a Hugging Face hub id.")
 @click.option("--strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True, help="Blend of restored and input image, in linear space (0 = input, 1 = fully restored).")
-@click.option("--tile", type=click.IntRange(min=16), default=None, help="Tile size in pixels (bounded memory on any image size). Default: 128 on the CPU, 512 on a GPU (measured fastest, same quality).")
+@click.option("--tile", type=click.IntRange(min=16), default=None, help="Tile size in pixels (bounded memory on any image size). Default: 128 on the CPU, 512 on GPUs with 12 GB or more, else 256 (measured fastest, same quality).")
 @click.option("--overlap", type=click.IntRange(min=0), default=None, help="Tile overlap in pixels, blended smoothly (no seams). Default: 16 on the CPU, 32 on a GPU; tile/8 with --tile.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Tiles per forward pass.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="Where to run; auto picks CUDA, then Apple MPS, then CPU.")

@@ -39,11 +39,15 @@ COMPILE_ENV = "ASTROSWIN_COMPILE"
 #: compilation costs as much as about 2 MP of eager inference on a CPU; later runs load the
 #: cached graph in a few seconds.
 COMPILE_MIN_PIXELS = 2_000_000
-#: Default ``(tile, overlap)`` per device type, the fastest measured with no quality loss:
-#: on a 2-core CPU 128/16 runs 9 MP RGB at 0.157 MP/s against 0.121 for 256/32 (the
-#: synthetic benchmark's scores agree within 0.03 dB); on an H200 512/32 in batches of 16 is
-#: 10% faster than 256/32 (``scripts/bench.py``, ``scripts/gpu_checks.py``).
-DEFAULT_TILES = {"cpu": (128, 16), "cuda": (512, 32), "mps": (512, 32)}
+#: Default ``(tile, overlap)`` on the CPU, the fastest measured with no quality loss: on a
+#: 2-core CPU 128/16 runs 9 MP RGB at 0.157 MP/s against 0.121 for 256/32 (the synthetic
+#: benchmark's scores agree within 0.03 dB) (``scripts/bench.py``).
+CPU_TILING = (128, 16)
+#: On GPUs with at least :data:`LARGE_GPU_BYTES` of memory: 512/32, 10% faster than 256/32 on
+#: an H200 at batch 16 (``scripts/gpu_checks.py``); a batch of 4 such tiles takes about 4 GB.
+#: Smaller GPUs and Apple's MPS (not measured) get 256/32 (about 1 GB).
+LARGE_GPU_TILING, GPU_TILING = (512, 32), (256, 32)
+LARGE_GPU_BYTES = 12 * 1024**3
 #: On the CPU, run one tile per forward pass whatever the batch size (see RestoreSettings).
 _CPU_ONE_TILE_PER_PASS = True
 
@@ -57,7 +61,7 @@ class RestoreSettings:
     strength : float
         0..1; the output is ``strength * restored + (1 - strength) * input`` in linear space.
     tile, overlap : int or None
-        Tile size and overlap in pixels. None: by device (:data:`DEFAULT_TILES`, measured);
+        Tile size and overlap in pixels. None: by device (:func:`default_tiling`, measured);
         an overlap of None with a tile given is ``tile // 8``.
     batch_size : int
         Tiles per forward pass on GPUs, and per progress report. On the CPU tiles always run
@@ -89,8 +93,7 @@ class RestoreSettings:
     def check(self) -> None:
         if not 0.0 <= self.strength <= 1.0:
             raise EngineError(f"strength must be within 0..1, got {self.strength}")
-        if self.tile is not None:
-            self.tiling(torch.device("cpu"))
+        self.tiling(resolve_device(self.device))
         if self.batch_size < 1:
             raise EngineError(f"batch size must be >= 1, got {self.batch_size}")
         if self.compile not in ("auto", "on", "off"):
@@ -98,12 +101,26 @@ class RestoreSettings:
 
     def tiling(self, device: torch.device) -> tuple[int, int]:
         """``(tile, overlap)`` in pixels for ``device``, defaults filled in; checked."""
-        default_tile, default_overlap = DEFAULT_TILES.get(device.type, DEFAULT_TILES["cuda"])
+        default_tile, default_overlap = default_tiling(device)
         tile = default_tile if self.tile is None else self.tile
         overlap = self.overlap if self.overlap is not None else default_overlap if self.tile is None else tile // 8
         if overlap < 0 or tile <= 2 * overlap or tile < 16:
             raise EngineError(f"need tile >= 16 and tile > 2 * overlap >= 0, got tile={tile}, overlap={overlap}")
         return tile, overlap
+
+
+def default_tiling(device: torch.device) -> tuple[int, int]:
+    """The measured default ``(tile, overlap)`` for a device (see :data:`CPU_TILING`)."""
+    if device.type == "cpu":
+        return CPU_TILING
+    if device.type == "cuda" and torch.cuda.get_device_properties(_cuda_index(device)).total_memory >= LARGE_GPU_BYTES:
+        return LARGE_GPU_TILING
+    return GPU_TILING
+
+
+def _cuda_index(device: torch.device) -> int:
+    """The CUDA device's index (``cuda`` alone means the current device; torch < 2.5 needs it)."""
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 def as_channels_first(data: np.ndarray) -> np.ndarray:
@@ -209,8 +226,9 @@ def _stack(tiles: list[tiling.Array], size: int) -> tiling.Array:
 
 
 def _fits_on_device(shape: tuple[int, int, int], device: torch.device) -> bool:
-    """Whether to keep the image on the GPU: input and output buffers (float32) within a third
-    of its free memory, the rest left to the model's activations.
+    """Whether to keep the image on the GPU: input and output buffers (float32) together within
+    a third of its free memory (torch's cached blocks count as free), the rest left to the
+    model's activations.
 
     On the GPU the per-tile work around the model (cutting, cleaning, blending) costs more than
     the model itself when done on the CPU: measured 5.0 MP/s for 16.7 MP RGB on an H200 with
@@ -218,7 +236,9 @@ def _fits_on_device(shape: tuple[int, int, int], device: torch.device) -> bool:
     """
     if device.type != "cuda":
         return False
-    free, _ = torch.cuda.mem_get_info(device)
+    index = _cuda_index(device)
+    free, _ = torch.cuda.mem_get_info(index)
+    free += torch.cuda.memory_reserved(index) - torch.cuda.memory_allocated(index)  # torch's cache
     return 2 * 4 * int(np.prod(shape)) < free / 3
 
 
@@ -229,7 +249,7 @@ def _upload(image: np.ndarray, params: Stretch, device: torch.device) -> torch.T
     dst = torch.empty((c, h, w), dtype=torch.float32, device=device)
     background = torch.as_tensor(np.asarray(params.background, dtype=np.float32), device=device).reshape(c, 1, 1)
     for a, b in _row_blocks(h, w, c, release=image):
-        block = torch.from_numpy(np.ascontiguousarray(image[:, a:b], dtype=np.float32)).to(device)
+        block = torch.from_numpy(np.array(image[:, a:b], dtype=np.float32)).to(device)  # a writable copy
         dst[:, a:b] = torch.where(torch.isfinite(block), block, background)
     return dst
 
@@ -390,7 +410,17 @@ def restore_array(data: np.ndarray, model: torch.nn.Module, settings: RestoreSet
     ------
     EngineError
         Unsupported shape, no finite pixel, bad settings or unavailable device.
+    MemoryError
+        Out of host or GPU memory (a smaller tile or batch may fit).
     """
+    try:
+        return _restore(data, model, settings, progress)
+    except torch.cuda.OutOfMemoryError as exc:  # one clear message, as for host memory
+        raise MemoryError(f"the GPU ran out of memory ({str(exc).splitlines()[0]})") from exc
+
+
+def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings, progress: ProgressCallback | None) -> np.ndarray:
+    """:func:`restore_array` without its GPU out-of-memory translation."""
     settings.check()
     image = as_channels_first(np.asarray(data) if not isinstance(data, np.memmap) else data)
     if not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):

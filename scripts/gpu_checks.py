@@ -43,8 +43,9 @@ def main(model_name: str, out: Path, size: int, with_compile: bool) -> None:
     noise = estimate_stretch(check).noise
     ref = restore_array(check, model, RestoreSettings(device="cuda", precision="fp32", compile="off"))
     crop = check[:, :384, :384]  # the CUDA path (image kept on the GPU) against the CPU path
-    cpu = restore_array(crop, model, RestoreSettings(device="cpu", compile="off"))
-    cuda = restore_array(crop, model, RestoreSettings(device="cuda", precision="fp32", compile="off"))
+    same = dict(tile=128, overlap=16, compile="off")  # the same tiling on both devices
+    cpu = restore_array(crop, model, RestoreSettings(device="cpu", **same))
+    cuda = restore_array(crop, model, RestoreSettings(device="cuda", precision="fp32", **same))
     report["cuda_fp32_vs_cpu_max_abs_over_noise"] = float(np.abs(cuda - cpu).max() / noise)
     for precision in ("bf16", "fp16"):
         got = restore_array(check, model, RestoreSettings(device="cuda", precision=precision, compile="off"))

@@ -80,3 +80,16 @@ def test_stretch_is_monotonic_and_maps_bright_stars_near_one():
     s = stretch(values, params)[0, 0]
     assert np.all(np.diff(s) > 0)
     assert s[1] == 0.0 and 0.5 < s[-1] < 1.1
+
+
+def test_noise_of_correlated_stacks_does_not_depend_on_frame_size():
+    """Registered / debayered stacks have noise correlated between neighbouring pixels. The
+    noise must be measured from neighbours on a large frame too (where the statistics use a
+    sample), or a big frame gets ~sqrt(2) more noise than the training crops of the same data."""
+    from astroswin.engine.normalize import estimate_stretch
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2101, 2101)).astype(np.float32)
+    img = (0.25 * (x[:-1, :-1] + x[1:, :-1] + x[:-1, 1:] + x[1:, 1:]) + 100)[None]  # half-pixel shift
+    crops = [estimate_stretch(img[:, y : y + 64, 0:64]).noise for y in range(0, 2048, 256)]
+    assert abs(estimate_stretch(img).noise / np.median(crops) - 1) < 0.05

@@ -152,16 +152,40 @@ def test_batches_pad_alike_for_arrays_and_tensors():
     assert _stack(tiles, 3).shape == (3, 3, 4, 5)
 
 
-def test_tiling_defaults_follow_the_device():
-    """Measured defaults: 128/16 on the CPU, 512/32 on a GPU; a given tile gets tile/8 overlap;
-    an impossible pair is a clear error on any device."""
+def test_tiling_defaults_follow_the_device(monkeypatch):
+    """Measured defaults: 128/16 on the CPU, 512/32 on a large GPU, 256/32 on a small one; a
+    given tile gets tile/8 overlap; an impossible pair is a clear error on any device."""
+    import types
+
     import torch
 
+    memory = {"bytes": 80 * 1024**3}
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: types.SimpleNamespace(total_memory=memory["bytes"]))
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert RestoreSettings().tiling(cpu) == (128, 16)
     assert RestoreSettings().tiling(cuda) == (512, 32)
-    assert RestoreSettings(tile=256).tiling(cuda) == (256, 32)
+    memory["bytes"] = 6 * 1024**3
+    assert RestoreSettings().tiling(cuda) == (256, 32)
+    assert RestoreSettings(tile=256).tiling(cpu) == (256, 32)
     assert RestoreSettings(tile=96, overlap=8).tiling(cpu) == (96, 8)
     assert RestoreSettings(overlap=24).tiling(cpu) == (128, 24)
     with pytest.raises(EngineError, match="overlap"):
         RestoreSettings(overlap=64).tiling(cpu)
+    with pytest.raises(EngineError, match="overlap=64"):  # checked up front, before any image
+        RestoreSettings(overlap=64, device="cpu").check()
+
+
+def test_gpu_out_of_memory_is_a_memory_error(monkeypatch, tiny_model):
+    """CUDA's out-of-memory error becomes a MemoryError, which the CLI and the Siril plugin
+    report as 'out of memory; try a smaller tile' instead of an internal error."""
+    import torch
+
+    from astroswin.engine import restore
+
+    def exhausted(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(restore, "_restore", exhausted)
+    with pytest.raises(MemoryError, match="GPU ran out of memory"):
+        restore_array(np.ones((32, 32), dtype=np.float32), tiny_model)

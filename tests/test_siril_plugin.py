@@ -227,7 +227,10 @@ def test_double_lock_errors_gui_undo_and_no_image(sp):
 def test_no_arguments_mean_the_defaults():
     assert plugin.parse_args([]) == plugin.PluginSettings()
     d = plugin.PluginSettings()
-    assert (d.strength, d.model, d.device, d.tile, d.overlap) == (1.0, "small", "auto", 128, 16)
+    assert (d.strength, d.model, d.device, d.tile, d.overlap) == (1.0, "small", "auto", None, None)
+    import torch
+
+    assert d.engine_settings().tiling(torch.device("cpu")) == (128, 16)  # the engine's measured default
 
 
 def test_headless_arguments_are_parsed():
@@ -235,7 +238,11 @@ def test_headless_arguments_are_parsed():
                            "-precision=FP32", "-threads=3", "-overlap=16"])
     assert (s.strength, s.model, s.device, s.tile, s.batch_size, s.precision, s.threads, s.overlap) == (
         0.8, "small", "cpu", 128, 2, "fp32", 3, 16)
-    assert plugin.parse_args(["-tile=48"]).overlap == 12  # default overlap shrinks to fit a small tile
+    import torch
+
+    small = plugin.parse_args(["-tile=48"])  # the default overlap follows the tile (tile / 8)
+    assert small.overlap is None and small.engine_settings().tiling(torch.device("cpu")) == (48, 6)
+    assert plugin.parse_args(["-tile=auto"]).tile is None
     assert plugin.parse_args(['-model="/data/my models/v2"']).model == "/data/my models/v2"
     assert plugin.parse_args(["-help"]) is None
 
@@ -698,3 +705,12 @@ def test_gui_without_a_display_falls_back_to_the_remembered_settings(sp, tiny_mo
     assert (seen["settings"].strength, seen["settings"].tile) == (0.4, 128)
     assert any("cannot open the settings dialog" in e["text"] and e["color"] == "SALMON" for e in siril.logs)
     assert_one_good_write(siril, image)
+
+
+def test_remembered_auto_tile_round_trips(tmp_path):
+    """The dialog's 'auto' tile is saved as null and comes back as auto, not as an error."""
+    path = plugin.save_remembered(plugin.PluginSettings(strength=0.7), tmp_path / "siril.json")
+    assert json.loads(path.read_text())["tile"] is None
+    back = plugin.load_remembered(path)
+    assert (back.strength, back.tile) == (0.7, None)
+    assert plugin.settings_from_fields(0.5, "small", "cpu", "auto").tile is None

@@ -19,7 +19,7 @@ Usage
 
       pyscript AstroSWIN.py -strength=0.8 -model=small -device=cpu -tile=256
 
-  No argument means the defaults (strength 1.0, model small, device auto, tile 256);
+  No argument means the defaults (strength 1.0, model small, device auto, tile auto);
   ``-help`` lists every option. The exit status is 0 on success and non-zero on failure.
 
 Requirements: Siril >= 1.4.0 (sirilpy >= 1.0.8). On the first run the ``astroswin`` package

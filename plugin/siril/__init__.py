@@ -63,7 +63,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NO_CONNECTION = 0, 1, 2, 3
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Tile sizes offered by the dialog (any size >= 16 works).
-TILE_CHOICES = ("128", "192", "256", "384", "512", "768")
+TILE_CHOICES = ("auto", "128", "192", "256", "384", "512", "768")
 #: Siril's limits: a log line / message box (UTF-8 bytes, before Siril's newline) and an undo text.
 LOG_LIMIT = 1000
 UNDO_LIMIT = 70
@@ -81,8 +81,8 @@ class PluginSettings:
     strength: float = 1.0
     model: str = "small"
     device: str = "auto"
-    tile: int = 128  # the engine's CPU default (measured fastest, same quality)
-    overlap: int = 16
+    tile: int | None = None  # None: the engine's measured default for the device
+    overlap: int | None = None  # None: the engine's default (tile / 8 with a tile given)
     batch_size: int = 4
     precision: str = "auto"
     threads: int | None = None
@@ -97,7 +97,7 @@ class PluginSettings:
 
     def summary(self) -> str:
         return (f"strength={self.strength:.2f} model={self.model} device={self.device} "
-                f"tile={self.tile} overlap={self.overlap}")
+                f"tile={self.tile or 'auto'} overlap={'auto' if self.overlap is None else self.overlap}")
 
 
 #: Remembered between GUI runs (the dialog's fields).
@@ -107,7 +107,7 @@ USAGE = ("usage: pyscript AstroSWIN.py [-strength=0..1] [-model=small|FOLDER|own
          "[-device=auto|cpu|cuda|mps] [-tile=N>=16] [-overlap=N] [-batch=N] "
          "[-precision=auto|fp32|bf16|fp16] [-threads=N]; no argument = defaults "
          f"(strength={PluginSettings.strength}, model={PluginSettings.model}, "
-         f"device={PluginSettings.device}, tile={PluginSettings.tile})")
+         f"device={PluginSettings.device}, tile=auto: 128 on the CPU, 256-512 on a GPU)")
 
 
 # --------------------------------------------------------------------------- arguments
@@ -135,6 +135,11 @@ def _parse_int(name: str, text: str) -> int:
         raise UsageError(f"bad value for -{name}: '{text}' is not a whole number") from None
 
 
+def _parse_tile(text: str) -> int | None:
+    """A tile size, or None for ``auto`` (also an empty field, or ``None`` from a saved file)."""
+    return None if text.strip().lower() in ("auto", "", "none") else _parse_int("tile", text)
+
+
 def _check(settings: PluginSettings, overlap_given: bool = True) -> PluginSettings:
     """Validate every field (the engine's rules, checked up front so nothing runs for nothing)."""
     s = settings
@@ -146,12 +151,13 @@ def _check(settings: PluginSettings, overlap_given: bool = True) -> PluginSettin
         raise UsageError(f"bad value for -device: '{s.device}'; choose one of {', '.join(DEVICES)}")
     if s.precision not in PRECISIONS:
         raise UsageError(f"bad value for -precision: '{s.precision}'; choose one of {', '.join(PRECISIONS)}")
-    if not 16 <= s.tile <= 8192:
-        raise UsageError(f"bad value for -tile: {s.tile}; use 16..8192 pixels (128 is a good default on the CPU, 512 on a GPU)")
+    if s.tile is not None and not 16 <= s.tile <= 8192:
+        raise UsageError(f"bad value for -tile: {s.tile}; use 16..8192 pixels or auto (the default)")
     if not overlap_given:
-        s = dataclasses.replace(s, overlap=min(s.overlap, s.tile // 4))
-    if s.overlap < 0 or s.tile <= 2 * s.overlap:
-        raise UsageError(f"bad value for -overlap: {s.overlap}; need 0 <= overlap < tile/2 (tile={s.tile})")
+        s = dataclasses.replace(s, overlap=None)  # the engine's default for the tile
+    tile = s.tile or 128  # the smallest default tile
+    if s.overlap is not None and (s.overlap < 0 or tile <= 2 * s.overlap):
+        raise UsageError(f"bad value for -overlap: {s.overlap}; need 0 <= overlap < tile/2 (tile={s.tile or 'auto'})")
     if not 1 <= s.batch_size <= 256:
         raise UsageError(f"bad value for -batch: {s.batch_size}; use 1..256")
     if s.threads is not None and not 1 <= s.threads <= 1024:
@@ -193,7 +199,9 @@ def parse_args(argv: Sequence[str], base: PluginSettings | None = None) -> Plugi
     for field, value in seen.items():
         if field == "strength":
             updates[field] = _parse_float("strength", value)
-        elif field in ("tile", "overlap", "batch_size", "threads"):
+        elif field == "tile":
+            updates[field] = _parse_tile(value)
+        elif field in ("overlap", "batch_size", "threads"):
             updates[field] = _parse_int("batch" if field == "batch_size" else field, value)
         elif field in ("device", "precision"):
             updates[field] = value.strip().lower()
@@ -211,7 +219,7 @@ def settings_from_fields(strength, model, device, tile, base: PluginSettings | N
         strength=_parse_float("strength", str(strength)),
         model=_unquote(str(model)),
         device=str(device).strip().lower(),
-        tile=_parse_int("tile", str(tile)),
+        tile=_parse_tile(str(tile)),
     )
     return _check(s, overlap_given=False)
 
@@ -352,7 +360,7 @@ def ask_settings_tk(initial: PluginSettings) -> PluginSettings | None:
     strength = tk.DoubleVar(value=initial.strength)
     model = tk.StringVar(value=initial.model)
     device = tk.StringVar(value=initial.device)
-    tile = tk.StringVar(value=str(initial.tile))
+    tile = tk.StringVar(value=str(initial.tile or "auto"))
     shown = tk.StringVar(value=f"{initial.strength:.2f}")
     strength.trace_add("write", lambda *_: shown.set(f"{strength.get():.2f}"))
 
