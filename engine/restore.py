@@ -65,7 +65,7 @@ class RestoreSettings:
         an overlap of None with a tile given is ``tile // 8``.
     batch_size : int
         Tiles per forward pass on GPUs, and per progress report. On the CPU tiles always run
-        one per forward pass: their activations then stay in cache, measured 1.1-1.3x faster
+        one per forward pass: their activations then stay in cache, measured 1.13x faster
         than batches of 4 (``scripts/bench.py sweep``).
     device : str
         ``auto`` | ``cpu`` | ``cuda`` | ``mps``.
