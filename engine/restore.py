@@ -102,8 +102,9 @@ class RestoreSettings:
     def tiling(self, device: torch.device) -> tuple[int, int]:
         """``(tile, overlap)`` in pixels for ``device``, defaults filled in; checked."""
         default_tile, default_overlap = default_tiling(device)
-        tile = default_tile if self.tile is None else self.tile
-        overlap = self.overlap if self.overlap is not None else default_overlap if self.tile is None else tile // 8
+        tile, overlap = (default_tile, default_overlap) if self.tile is None else (self.tile, self.tile // 8)
+        if self.overlap is not None:
+            overlap = self.overlap
         if overlap < 0 or tile <= 2 * overlap or tile < 16:
             raise EngineError(f"need tile >= 16 and tile > 2 * overlap >= 0, got tile={tile}, overlap={overlap}")
         return tile, overlap
@@ -205,11 +206,8 @@ def saturation_level(image: np.ndarray, params: Stretch) -> float | None:
     return peak if count >= 3 else None
 
 
-def _clean_tile(tile: tiling.Array, params: Stretch) -> tiling.Array:
-    """Replace non-finite pixels of a tile by their channel's background (tensors cut from
-    :func:`_upload`'s image are clean already)."""
-    if isinstance(tile, torch.Tensor):
-        return tile
+def _clean_tile(tile: np.ndarray, params: Stretch) -> np.ndarray:
+    """Replace non-finite pixels of a tile by their channel's background."""
     bad = ~np.isfinite(tile)
     if bad.any():
         tile = np.where(bad, params.background.astype(np.float32)[:, None, None], tile)
@@ -453,7 +451,9 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
             if part[0][0] != row:  # a new row of tiles: the input rows above are done with
                 row = part[0][0]
                 release_pages(image)
-            cut = [_clean_tile(tiling.extract(source, layout, y, x), params) for y, x in part]
+            cut = [tiling.extract(source, layout, y, x) for y, x in part]
+            if not resident:  # the uploaded image was cleaned once, whole (_upload)
+                cut = [_clean_tile(tile, params) for tile in cut]
             batch = _stack(cut, per_pass if runner.compiled is not None else len(cut))  # compiled: fixed shape
             restored = _infer(runner, batch, params, device, precision, model_channels)
             for (y, x), tile in zip(part, restored):
