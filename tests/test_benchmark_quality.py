@@ -1,0 +1,81 @@
+"""Tests of scripts/benchmark_quality.py's star measurements (the numbers the README reports)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import benchmark_quality as bq  # noqa: E402
+
+from astroswin.train import psf  # noqa: E402
+from astroswin.train.degrade import convolve  # noqa: E402
+
+
+def star_scene(seed=7, size=96):
+    truth, observed, kernel = bq.make_case(bq.SEED_BASE + seed, "stars", 3.5, 50.0, 1.0, size)
+    return truth, observed, kernel
+
+
+def test_truth_against_itself_measures_unity():
+    truth, _, _ = star_scene()
+    table = bq.star_table(truth, truth, sky=50.0, noise=5.0)
+    assert len(table) >= 5
+    np.testing.assert_allclose(table[:, 1], 1.0, atol=1e-9)  # FWHM ratio
+    np.testing.assert_allclose(table[:, 2:4], 1.0, atol=1e-9)  # both flux ratios
+    assert (table[:, 4] > -1e-3).all()  # a star on a flat sky has no dark ring
+
+
+def test_blur_widens_stars_and_spills_flux_out_of_the_aperture():
+    truth, _, _ = star_scene()
+    blurred = convolve(truth - 50.0, [psf.moffat(4.0, 2.0)]) + 50.0
+    table = bq.star_table(blurred, truth, sky=50.0, noise=5.0)
+    summary = bq.summarise(table)
+    assert summary["fwhm_ratio"] > 2.0
+    assert summary["flux_ratio"] < 0.97  # a beta-2 Moffat leaves flux outside r = 2.5 FWHM + 2
+    assert summary["flux_ratio_wide"] > summary["flux_ratio"]
+
+
+def test_snr_scales_with_the_noise_given():
+    truth, _, _ = star_scene()
+    a = bq.star_table(truth, truth, sky=50.0, noise=5.0)
+    b = bq.star_table(truth, truth, sky=50.0, noise=10.0)
+    np.testing.assert_allclose(a[:, 0], 2 * b[:, 0])
+
+
+def test_summary_keeps_detections_and_looks_for_halos_around_bright_stars():
+    # columns: snr, fwhm ratio, flux ratio, wide flux ratio, halo
+    stars = np.array(
+        [
+            [2.0, 9.0, 0.1, 0.1, -0.5],  # below 5 sigma: not a detection, ignored
+            [6.0, 1.2, 0.96, 1.0, -0.3],  # a detection, too faint for the halo check
+            [8.0, 1.1, 1.00, 1.0, -0.1],
+            [50.0, 1.0, 1.02, 1.0, -0.004],
+        ]
+    )
+    s = bq.summarise(stars)
+    assert s["stars"] == 3
+    assert s["fwhm_ratio"] == 1.1
+    assert s["flux_ratio"] == 1.0
+    assert s["halo"] == -0.004
+    assert s["flux_se"] > 0
+
+
+def test_by_snr_bins_every_star_once():
+    stars = np.array([[s, 1.0, r, 1.0, 0.0] for s, r in [(1, 0.5), (4, 0.7), (7, 0.9), (12, 1.0), (40, 1.0), (400, 1.0)]])
+    bins = bq.by_snr(stars)
+    assert [b["snr"] for b in bins] == ["0-5", "5-10", "10-30", ">=30"]
+    assert [b["stars"] for b in bins] == [2, 1, 1, 2]
+    assert bins[0]["flux_ratio"] == 0.6
+
+
+def test_markdown_aligns_numbers_and_signs_halos():
+    rows = [dict(scene="a", psnr=30.123, halo=-0.00123), dict(scene="b", psnr=9.5, halo=0.002)]
+    table = bq.markdown(rows, ["scene", "psnr", "halo"], ["scene", "PSNR dB", "halo depth"]).splitlines()
+    assert table[1] == "|---|---:|---:|"
+    assert table[2] == "| a | 30.12 | -0.0012 |"
+    assert table[3] == "| b | 9.50 | +0.0020 |"
