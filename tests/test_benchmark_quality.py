@@ -79,3 +79,14 @@ def test_markdown_aligns_numbers_and_signs_halos():
     assert table[1] == "|---|---:|---:|"
     assert table[2] == "| a | 30.12 | -0.0012 |"
     assert table[3] == "| b | 9.50 | +0.0020 |"
+
+
+def test_summary_gives_the_model_margin_over_the_better_classical_method():
+    def row(method, psnr, **star):
+        return dict(scene="s", method=method, psnr=psnr, stars=10, fwhm_ratio=1.1, flux_ratio=0.99, flux_se=0.01, halo=-0.001, **star)
+
+    rows = [row("input", 20.0), row("model", 30.0), row("RL (true PSF)", 25.0), row("Wiener (true PSF, oracle)", 27.5)]
+    (s,) = bq.summary(rows)
+    assert s["gain"] == 2.5
+    assert (s["input"], s["rl"], s["wiener"], s["model"]) == (20.0, 25.0, 27.5, 30.0)
+    assert s["flux"] == "0.990 ± 0.010"

@@ -160,6 +160,47 @@ def test_config_rejects_unknown_keys(tmp_path):
         load_config(tmp_path / "bad.toml")
 
 
+def test_override_of_one_loss_weight_keeps_the_others():
+    base = load_config(CONFIGS / "stage0.toml")
+    cfg = load_config(CONFIGS / "stage0.toml", {"loss.weights.flux": 2.0, "optim.steps": 7})
+    assert cfg.loss.weights == {**base.loss.weights, "flux": 2.0}
+    assert cfg.optim.steps == 7 and cfg.optim.lr == base.optim.lr
+
+
+def test_override_naming_a_table_replaces_it():
+    cfg = load_config(CONFIGS / "stage0.toml", {"loss.weights": {"l1": 1.0}, "data.kinds": {"stars": 1.0}})
+    assert cfg.loss.weights == {"l1": 1.0}
+    assert cfg.data.kinds == {"stars": 1.0}
+
+
+def test_override_below_a_value_is_refused():
+    with pytest.raises(ValueError, match="not a table"):
+        load_config(CONFIGS / "stage0.toml", {"seed.x": 1})
+
+
+def test_cli_set_parses_toml_values_per_key(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from astroswin.train import cli, loop
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, cfg, out, resume=False):
+            seen["cfg"] = cfg
+
+        def run(self):
+            pass
+
+    monkeypatch.setattr(loop, "Trainer", Recorder)
+    args = [str(CONFIGS / "stage0.toml"), "--out", str(tmp_path), "--set", "loss.weights.flux=1.5", "--set", "degrade.fwhm=[3.0, 6.0]", "--steps", "9"]
+    result = CliRunner().invoke(cli.train_command, args)
+    assert result.exit_code == 0, result.output
+    cfg = seen["cfg"]
+    assert cfg.loss.weights == {"l1": 1.0, "mse": 1.0, "flux": 1.5}
+    assert tuple(cfg.degrade.fwhm) == (3.0, 6.0) and cfg.optim.steps == 9
+
+
 TINY = """
 name = "tiny"
 seed = 3

@@ -14,7 +14,7 @@ import click
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Override the config's optim.steps.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--init", default=None, help="Override the config's init (checkpoint .pt, model folder or hub id).")
-@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Override any config value, e.g. --set data.batch_size=64 --set 'data.kinds={stars=1.0}' (TOML values).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Override one config value (TOML syntax), e.g. --set data.batch_size=64 or --set loss.weights.flux=1.0; naming a table replaces it whole: --set 'data.kinds={stars=1.0}'.")
 def train_command(config: Path, out: Path | None, resume: bool, steps: int | None, threads: int | None, init: str | None, settings: tuple[str, ...]) -> None:
     """Train one curriculum stage from a TOML CONFIG (see train/configs/).
 
@@ -24,23 +24,19 @@ def train_command(config: Path, out: Path | None, resume: bool, steps: int | Non
     from .config import load_config, tomllib
     from .loop import Trainer
 
-    overrides: dict = {"optim": {}}
+    overrides: dict = {}
     if steps:
-        overrides["optim"]["steps"] = steps
+        overrides["optim.steps"] = steps
     if threads:
-        overrides["optim"]["threads"] = threads
+        overrides["optim.threads"] = threads
     if init is not None:
         overrides["init"] = init
     for item in settings:
         key, _, value = item.partition("=")
-        *parents, leaf = key.strip().split(".")
-        target = overrides
-        for part in parents:
-            target = target.setdefault(part, {})
         try:
-            target[leaf] = tomllib.loads(f"v = {value}")["v"]
+            overrides[key.strip()] = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
-            target[leaf] = value  # a bare string
+            overrides[key.strip()] = value  # a bare string
     try:
         cfg = load_config(config, overrides)
     except ValueError as exc:

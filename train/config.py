@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .degrade import DegradeConfig
 
@@ -116,19 +117,25 @@ def from_dict(values: dict, where: str = "config") -> TrainConfig:
     return _build(TrainConfig, values, where)
 
 
-def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
-    """Read a TOML stage file; ``overrides`` are nested dicts merged on top (CLI flags)."""
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a TOML stage file, then apply ``overrides`` (CLI flags).
+
+    ``overrides`` maps dotted keys to values: ``"loss.weights.flux": 1.0`` sets that one weight
+    and keeps the others; ``"loss.weights": {"l1": 1.0}`` names the table, so it replaces it.
+    """
     path = Path(path)
     with path.open("rb") as fh:
         values = tomllib.load(fh)
-    _merge(values, overrides or {})
+    for key, value in (overrides or {}).items():
+        _assign(values, key, value)
     return from_dict(values, where=path.name)
 
 
-def _merge(values: dict, overrides: dict) -> None:
-    """Merge nested ``overrides`` into ``values`` in place (tables merge, values replace)."""
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(values.get(key), dict) and key not in ("kinds", "pool", "weights"):
-            _merge(values[key], value)
-        else:
-            values[key] = value
+def _assign(values: dict, dotted: str, value: Any) -> None:
+    """Set ``values[a][b][c] = value`` for ``dotted = "a.b.c"``, creating missing tables."""
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        values = values.setdefault(part, {})
+        if not isinstance(values, dict):
+            raise ValueError(f"{dotted}: {part!r} is a value, not a table")
+    values[leaf] = value
