@@ -47,7 +47,9 @@ def fwhm(image: np.ndarray, y: int, x: int, radius: int = 8) -> float:
     """FWHM (pixels) of the star at ``(y, x)`` from a least-squares circular Gaussian fit.
 
     The model is ``a * exp(-r^2 / (2 s^2)) + b`` on a ``(2 radius + 1)^2`` stamp, as star
-    measuring tools do on pixel data; returns ``2.3548 * s``, or NaN when the fit fails.
+    measuring tools do on pixel data; returns ``2.3548 * s``, or NaN when the fit fails or
+    finds no star: a peak ``a`` under 3 times the residuals' rms (a flat or noise-only stamp
+    would otherwise "fit" at the initial guess).
     """
     from scipy.optimize import curve_fit
 
@@ -63,7 +65,10 @@ def fwhm(image: np.ndarray, y: int, x: int, radius: int = 8) -> float:
     except (RuntimeError, ValueError):
         return float("nan")
     s = abs(popt[3])
-    return float(2.0 * np.sqrt(2.0 * np.log(2.0)) * s) if 0.2 < s < radius else float("nan")
+    residual = stamp.ravel() - model((yy.ravel(), xx.ravel()), *popt)
+    if not (0.2 < s < radius and popt[0] > 3.0 * np.sqrt(np.mean(residual**2))):
+        return float("nan")
+    return float(2.0 * np.sqrt(2.0 * np.log(2.0)) * s)
 
 
 def aperture_flux(image: np.ndarray, y: int, x: int, radius: float = 6.0) -> float:
@@ -75,6 +80,18 @@ def aperture_flux(image: np.ndarray, y: int, x: int, radius: float = 6.0) -> flo
     return float(stamp[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2].sum())
 
 
+def ring_means(image: np.ndarray, y: int, x: int, inner: float = 2.0, outer: float = 10.0) -> np.ndarray:
+    """Azimuthal means of 1 px wide rings around ``(y, x)``, radii ``inner`` to ``outer`` px.
+
+    Returns ``(ceil(outer - inner),)`` values in data units, innermost first.
+    """
+    r = int(np.ceil(outer))
+    stamp = _stamp(image, y, x, r)
+    yy, xx = np.mgrid[: stamp.shape[0], : stamp.shape[1]]
+    dist = np.hypot(yy - min(y, r), xx - min(x, r))
+    return np.array([stamp[(dist >= a) & (dist < a + 1)].mean() for a in np.arange(inner, outer)])
+
+
 def halo_depth(image: np.ndarray, y: int, x: int, inner: float = 2.0, outer: float = 10.0, peak: float | None = None) -> float:
     """Darkest azimuthal ring mean around a star, relative to its peak (negative = dark ring).
 
@@ -82,13 +99,9 @@ def halo_depth(image: np.ndarray, y: int, x: int, inner: float = 2.0, outer: flo
     shows as a ring mean below the background (zero here). ``peak`` defaults to the image's
     value at ``(y, x)``; benchmarks pass the true peak so a noisy estimate cannot blow it up.
     """
-    r = int(np.ceil(outer))
-    stamp = _stamp(image, y, x, r)
-    yy, xx = np.mgrid[: stamp.shape[0], : stamp.shape[1]]
-    dist = np.hypot(yy - min(y, r), xx - min(x, r))
+    rings = ring_means(image, y, x, inner, outer)
     peak = image[y, x] if peak is None else peak
-    rings = [stamp[(dist >= a) & (dist < a + 1)].mean() for a in np.arange(inner, outer)]
-    return float(min(rings) / peak) if peak > 0 and rings else float("nan")
+    return float(rings.min() / peak) if peak > 0 and rings.size else float("nan")
 
 
 def median_fwhm(image: np.ndarray, threshold_sigma: float = 30.0, max_stars: int = 50) -> tuple[float, int]:

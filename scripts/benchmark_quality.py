@@ -10,11 +10,15 @@ fields and nebula fields, all linear, with sky and shot/read noise. For each sce
 * PSNR and SSIM on an asinh display stretch (the engine's, parameters from the input), median
   star FWHM ratio to the truth, median aperture flux ratio to the truth (r = 2.5 x truth FWHM
   + 2 px, and a wide r = 10 px that also holds the PSF wings),
-  halo depth (darkest ring mean around bright stars relative to their true peak). Star metrics
-  pool every realization's detected stars (true SNR >= 5); fainter ones are tabled by SNR.
+  halo depth (darkest ring of the bright stars' mean profile minus the truth's, relative to
+  the true peak).
+  Each row averages ``--realizations`` independent scenes and pools their stars; star metrics
+  use the detected ones (SNR >= 5, see ``MIN_SNR``), and fainter ones are tabled by SNR.
 
-Writes ``OUT/quality.md`` (a Markdown table), ``OUT/quality.json`` and one PNG per scene
-(input | model | RL | Wiener | truth), and prints the table.
+Writes ``OUT/quality.md`` (every method on every scene), ``OUT/summary.md`` (one row per
+scene: PSNR of each method and the model's star metrics), ``OUT/faint.md`` (flux and FWHM by
+star SNR), ``OUT/quality.json`` (all of it) and one PNG per scene (input | model | RL | Wiener
+| truth, first realization), and prints the tables.
 
     python scripts/benchmark_quality.py --model small --out bench
 """
@@ -29,7 +33,7 @@ import click
 import numpy as np
 
 from astroswin.engine import RestoreSettings, load_model, restore_array
-from astroswin.engine.measure import aperture_flux, find_stars, fwhm, halo_depth
+from astroswin.engine.measure import aperture_flux, find_stars, fwhm, ring_means
 from astroswin.engine.normalize import estimate_stretch, robust_noise, stretch
 from astroswin.engine.preview import side_by_side
 from astroswin.train import psf
@@ -97,22 +101,29 @@ def psnr_ssim(result, truth, params):
     return psnr, ssim
 
 
-#: Stars are measured only where they are detections: true aperture flux at least this many
-#: noise sigmas of the observed frame (catalogues' usual 5 sigma). Fainter ones are reported
+#: Stars are measured only where they are detections: background-limited SNR (the truth's flux
+#: in the photometric aperture over the observed frame's noise summed in that aperture, shot
+#: noise of the star ignored) of at least 5, catalogues' usual limit. Fainter ones are tabled
 #: apart, by SNR, in ``faint.md``: their single-star ratios are mostly noise (1/SNR or more).
 MIN_SNR = 5.0
 #: Halos are looked for around bright stars, where ringing shows; near the noise a ring is noise.
 HALO_SNR = 20.0
 SNR_BINS = (0.0, 5.0, 10.0, 30.0, np.inf)
+#: Columns of :func:`star_table`; the rest are the ring profile (2-10 px) against the truth's.
+SNR, FWHM, FLUX, WIDE, RINGS = 0, 1, 2, 3, slice(4, None)
 
 
 def star_table(result, truth, sky, noise):
     """Per-star measurements over the isolated stars of the truth, one row per star.
 
-    Columns: true aperture SNR (in ``noise`` sigmas of the observed frame), FWHM ratio, flux
-    ratio in the photometric aperture (r = 2.5 x true FWHM + 2 px), flux ratio at r = 10 px
-    (which also holds what a restoration leaves in the PSF's wings: the two together tell flux
-    lost from flux not yet brought into the core), and halo depth relative to the true peak.
+    Columns: SNR (see ``MIN_SNR``; ``noise`` is the observed frame's sigma), FWHM ratio to the
+    truth (inf where the result's fit fails: a star a method erased counts against it; NaN
+    where the truth's own fit fails, for every method alike), flux ratio in the photometric
+    aperture (r = 2.5 x true FWHM + 2 px), flux ratio at r = 10 px (which also holds what a
+    restoration leaves in the PSF's wings: the two together tell flux lost from flux not yet
+    brought into the core), then each 1 px ring's mean from 2 to 10 px minus the truth's, over
+    the true peak (what the method adds: a dark ring is negative whatever the background).
+    Stars are chosen on the truth alone, so every method is measured on the same ones.
     """
     lum_t = truth.mean(0) - sky
     lum_r = result.mean(0) - sky
@@ -124,24 +135,34 @@ def star_table(result, truth, sky, noise):
         r = 2.5 * max(ft if np.isfinite(ft) else 1.5, 1.5) + 2
         true_flux = aperture_flux(lum_t, y, x, r)
         snr = true_flux / (noise * np.sqrt(np.pi) * r)
-        rows.append((snr, fr / ft, aperture_flux(lum_r, y, x, r) / true_flux, aperture_flux(lum_r, y, x, 10) / aperture_flux(lum_t, y, x, 10), halo_depth(lum_r, y, x, peak=lum_t[y, x])))
-    return np.array(rows, dtype=np.float64).reshape(-1, 5)
+        ratio = fr / ft if np.isfinite(fr) else np.inf * ft
+        flux = aperture_flux(lum_r, y, x, r) / true_flux
+        wide = aperture_flux(lum_r, y, x, 10) / aperture_flux(lum_t, y, x, 10)
+        rings = (ring_means(lum_r, y, x) - ring_means(lum_t, y, x)) / lum_t[y, x]
+        rows.append([snr, ratio, flux, wide, *rings])
+    return np.array(rows, dtype=np.float64).reshape(len(rows), -1)
+
+
+def _median(values: np.ndarray) -> float:
+    finite = values[~np.isnan(values)]
+    return float(np.median(finite)) if finite.size else float("nan")
 
 
 def summarise(stars: np.ndarray) -> dict:
-    """Medians over the detected stars (SNR >= MIN_SNR), the flux median's standard error
-    (1.253 x std / sqrt(n)), and the darkest ring around the bright ones (SNR >= HALO_SNR)."""
-    det = stars[stars[:, 0] >= MIN_SNR]
-    bright = stars[stars[:, 0] >= HALO_SNR]
-    med = lambda v: float(np.nanmedian(v)) if np.isfinite(v).any() else float("nan")  # noqa: E731
-    flux = det[:, 2]
+    """Medians over the detected stars (SNR >= MIN_SNR) with the flux median's bootstrap
+    standard error, and the halo depth: the darkest ring of the bright stars' (SNR >=
+    HALO_SNR) mean profile, so ringing common to all stars shows and one noisy ring does not."""
+    det = stars[stars[:, SNR] >= MIN_SNR] if len(stars) else stars
+    bright = stars[stars[:, SNR] >= HALO_SNR] if len(stars) else stars
+    flux = det[:, FLUX] if len(det) else np.zeros(0)
+    resamples = flux[np.random.default_rng(0).integers(0, len(flux), (500, len(flux)))] if len(flux) > 1 else None
     return dict(
         stars=len(det),
-        fwhm_ratio=round(med(det[:, 1]), 2),
-        flux_ratio=round(med(flux), 3),
-        flux_se=round(float(1.2533 * flux.std() / np.sqrt(len(flux))), 3) if len(flux) > 1 else float("nan"),
-        flux_ratio_wide=round(med(det[:, 3]), 3),
-        halo=round(float(bright[:, 4].min()), 4) if len(bright) else float("nan"),
+        fwhm_ratio=round(_median(det[:, FWHM]), 2) if len(det) else float("nan"),
+        flux_ratio=round(_median(flux), 3),
+        flux_se=round(float(np.median(resamples, axis=1).std()), 3) if resamples is not None else float("nan"),
+        flux_ratio_wide=round(_median(det[:, WIDE]), 3) if len(det) else float("nan"),
+        halo=round(float(bright[:, RINGS].mean(0).min()), 4) if len(bright) else float("nan"),
     )
 
 
@@ -149,9 +170,9 @@ def by_snr(stars: np.ndarray) -> list[dict]:
     """Median flux and FWHM ratio per SNR bin (all stars, detections or not)."""
     out = []
     for lo, hi in zip(SNR_BINS[:-1], SNR_BINS[1:]):
-        sel = stars[(stars[:, 0] >= lo) & (stars[:, 0] < hi)]
+        sel = stars[(stars[:, SNR] >= lo) & (stars[:, SNR] < hi)] if len(stars) else stars
         if len(sel):
-            out.append(dict(snr=f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">={lo:g}", stars=len(sel), flux_ratio=round(float(np.median(sel[:, 2])), 3), fwhm_ratio=round(float(np.nanmedian(sel[:, 1])), 2)))
+            out.append(dict(snr=f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">={lo:g}", stars=len(sel), flux_ratio=round(_median(sel[:, FLUX]), 3), fwhm_ratio=round(_median(sel[:, FWHM]), 2)))
     return out
 
 
@@ -192,10 +213,11 @@ def main(model_name: str, out: Path, size: int, realizations: int, threads: int 
             psnr, ssim = np.mean(scores[method], axis=0)
             pooled = np.concatenate(stars[method])
             rows.append(dict(scene=name, method=method, psnr=round(float(psnr), 2), ssim=round(float(ssim), 3), **summarise(pooled), seconds=round(seconds / realizations, 2) if method == "model" else None))
-            if kind == "stars" and method in ("input", "model"):
+            if kind == "stars":
                 faint += [dict(scene=name, method=method, **b) for b in by_snr(pooled)]
         click.echo(f"{name}: done", err=True)
-    (out / "quality.json").write_text(json.dumps(dict(realizations=realizations, min_snr=MIN_SNR, halo_snr=HALO_SNR, rows=rows, by_snr=faint), indent=1))
+    report = dict(realizations=realizations, min_snr=MIN_SNR, halo_snr=HALO_SNR, rows=rows, by_snr=faint)
+    (out / "quality.json").write_text(json.dumps(finite_or_null(report), indent=1))
     table = markdown(rows, ["scene", "method", "psnr", "ssim", "stars", "fwhm_ratio", "flux_ratio", "flux_se", "flux_ratio_wide", "halo"],
                      ["scene", "method", "PSNR dB", "SSIM", "stars", "FWHM / truth", "flux / truth", "± (s.e.)", "flux r=10 / truth", "halo depth"])
     (out / "quality.md").write_text(table + "\n")
@@ -223,13 +245,26 @@ def summary(rows: list[dict]) -> list[dict]:
     return out
 
 
+def finite_or_null(value):
+    """``value`` with every NaN or infinity (nested in dicts and lists) as None: strict JSON."""
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_or_null(v) for v in value]
+    return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
 def markdown(rows: list[dict], keys: list[str], header: list[str]) -> str:
     """A Markdown table; text left-aligned, numbers right-aligned in each key's format."""
     formats = dict(psnr=".2f", input=".2f", rl=".2f", wiener=".2f", model=".2f", gain="+.2f", ssim=".3f", fwhm_ratio=".2f", flux_ratio=".3f", flux_se=".3f", flux_ratio_wide=".3f", halo="+.4f")
 
     def cell(key, value):
-        return value if isinstance(value, str) else format(value, formats.get(key, "g"))
+        if isinstance(value, str):
+            return value
+        return "–" if value is None or np.isnan(value) else format(value, formats.get(key, "g"))
 
+    if not rows:
+        return "| " + " | ".join(header) + " |"
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if isinstance(rows[0][k], str) else "---:" for k in keys) + "|"]
     lines += ["| " + " | ".join(cell(k, r[k]) for k in keys) + " |" for r in rows]
     return "\n".join(lines)

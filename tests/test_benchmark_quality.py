@@ -25,9 +25,9 @@ def test_truth_against_itself_measures_unity():
     truth, _, _ = star_scene()
     table = bq.star_table(truth, truth, sky=50.0, noise=5.0)
     assert len(table) >= 5
-    np.testing.assert_allclose(table[:, 1], 1.0, atol=1e-9)  # FWHM ratio
-    np.testing.assert_allclose(table[:, 2:4], 1.0, atol=1e-9)  # both flux ratios
-    assert (table[:, 4] > -1e-3).all()  # a star on a flat sky has no dark ring
+    np.testing.assert_allclose(table[:, bq.FWHM], 1.0, atol=1e-9)
+    np.testing.assert_allclose(table[:, [bq.FLUX, bq.WIDE]], 1.0, atol=1e-9)
+    assert bq.summarise(table)["halo"] > -1e-3  # a star on a flat sky has no dark ring
 
 
 def test_blur_widens_stars_and_spills_flux_out_of_the_aperture():
@@ -40,33 +40,57 @@ def test_blur_widens_stars_and_spills_flux_out_of_the_aperture():
     assert summary["flux_ratio_wide"] > summary["flux_ratio"]
 
 
+def test_a_ringing_restoration_shows_a_halo():
+    truth, _, _ = star_scene()
+    signal = truth - 50.0
+    ringing = signal - 0.2 * (convolve(signal, [psf.moffat(6.0, 4.0)]) - signal)  # unsharp mask: dark rings
+    assert bq.summarise(bq.star_table(ringing + 50.0, truth, sky=50.0, noise=5.0))["halo"] < -0.002
+
+
+def test_an_erased_star_counts_against_the_method():
+    truth, _, _ = star_scene()
+    flat = np.full_like(truth, 50.0)
+    table = bq.star_table(flat, truth, sky=50.0, noise=5.0)
+    assert np.isinf(table[:, bq.FWHM]).all()
+    assert bq.summarise(table)["fwhm_ratio"] == np.inf
+
+
 def test_snr_scales_with_the_noise_given():
     truth, _, _ = star_scene()
     a = bq.star_table(truth, truth, sky=50.0, noise=5.0)
     b = bq.star_table(truth, truth, sky=50.0, noise=10.0)
-    np.testing.assert_allclose(a[:, 0], 2 * b[:, 0])
+    np.testing.assert_allclose(a[:, bq.SNR], 2 * b[:, bq.SNR])
+
+
+def rows(*stars):
+    """Star-table rows from (snr, fwhm ratio, flux ratio, halo) with a flat ring profile at halo."""
+    return np.array([[snr, w, f, 1.0] + [h] * 8 for snr, w, f, h in stars], dtype=np.float64)
 
 
 def test_summary_keeps_detections_and_looks_for_halos_around_bright_stars():
-    # columns: snr, fwhm ratio, flux ratio, wide flux ratio, halo
-    stars = np.array(
-        [
-            [2.0, 9.0, 0.1, 0.1, -0.5],  # below 5 sigma: not a detection, ignored
-            [6.0, 1.2, 0.96, 1.0, -0.3],  # a detection, too faint for the halo check
-            [8.0, 1.1, 1.00, 1.0, -0.1],
-            [50.0, 1.0, 1.02, 1.0, -0.004],
-        ]
+    stars = rows(
+        (2.0, 9.0, 0.1, -0.5),  # below 5 sigma: not a detection, ignored
+        (6.0, 1.2, 0.96, -0.3),  # a detection, too faint for the halo check
+        (8.0, 1.1, 1.00, -0.1),
+        (50.0, 1.0, 1.02, -0.004),
+        (60.0, 1.0, 1.02, -0.002),
     )
     s = bq.summarise(stars)
-    assert s["stars"] == 3
-    assert s["fwhm_ratio"] == 1.1
-    assert s["flux_ratio"] == 1.0
-    assert s["halo"] == -0.004
-    assert s["flux_se"] > 0
+    assert s["stars"] == 4
+    assert s["fwhm_ratio"] == 1.05
+    assert s["flux_ratio"] == 1.01
+    assert s["halo"] == -0.003  # the bright stars' mean profile
+    assert 0.005 < s["flux_se"] < 0.05
+
+
+def test_summary_of_no_stars_is_empty_not_an_error():
+    s = bq.summarise(np.zeros((0, 12)))
+    assert s["stars"] == 0 and np.isnan(s["flux_ratio"]) and np.isnan(s["halo"])
+    assert bq.finite_or_null({"a": [s["flux_ratio"], 1.0, np.inf]}) == {"a": [None, 1.0, None]}
 
 
 def test_by_snr_bins_every_star_once():
-    stars = np.array([[s, 1.0, r, 1.0, 0.0] for s, r in [(1, 0.5), (4, 0.7), (7, 0.9), (12, 1.0), (40, 1.0), (400, 1.0)]])
+    stars = rows(*[(snr, 1.0, r, 0.0) for snr, r in [(1, 0.5), (4, 0.7), (7, 0.9), (12, 1.0), (40, 1.0), (400, 1.0)]])
     bins = bq.by_snr(stars)
     assert [b["snr"] for b in bins] == ["0-5", "5-10", "10-30", ">=30"]
     assert [b["stars"] for b in bins] == [2, 1, 1, 2]
@@ -79,6 +103,8 @@ def test_markdown_aligns_numbers_and_signs_halos():
     assert table[1] == "|---|---:|---:|"
     assert table[2] == "| a | 30.12 | -0.0012 |"
     assert table[3] == "| b | 9.50 | +0.0020 |"
+    assert bq.markdown([dict(scene="c", psnr=float("nan"), halo=None)], ["scene", "psnr", "halo"], ["s", "p", "h"]).endswith("| c | – | – |")
+    assert bq.markdown([], ["scene"], ["scene"]) == "| scene |"
 
 
 def test_summary_gives_the_model_margin_over_the_better_classical_method():

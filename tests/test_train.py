@@ -176,9 +176,20 @@ def test_override_naming_a_table_replaces_it():
 def test_override_below_a_value_is_refused():
     with pytest.raises(ValueError, match="not a table"):
         load_config(CONFIGS / "stage0.toml", {"seed.x": 1})
+    with pytest.raises(ValueError, match="expected a table"):
+        load_config(CONFIGS / "stage0.toml", {"loss.weights": 1.0})
 
 
-def test_cli_set_parses_toml_values_per_key(monkeypatch, tmp_path):
+def test_override_inside_a_table_the_file_leaves_out_starts_from_the_default():
+    cfg = load_config(CONFIGS / "stage0.toml", {"data.kinds.stars": 2.0})  # stage0.toml has no kinds
+    assert cfg.data.kinds == {"stars": 2.0, "galaxy": 1.0, "nebula": 1.0}
+    cfg = load_config(CONFIGS / "stage1.toml", {"degrade.pool.airy": 3.0})
+    assert cfg.degrade.pool["airy"] == 3.0 and len(cfg.degrade.pool) > 1
+
+
+@pytest.fixture
+def train_cli(monkeypatch, tmp_path):
+    """Run ``astroswin train`` with the trainer replaced by a recorder; returns the config."""
     from click.testing import CliRunner
 
     from astroswin.train import cli, loop
@@ -193,12 +204,24 @@ def test_cli_set_parses_toml_values_per_key(monkeypatch, tmp_path):
             pass
 
     monkeypatch.setattr(loop, "Trainer", Recorder)
-    args = [str(CONFIGS / "stage0.toml"), "--out", str(tmp_path), "--set", "loss.weights.flux=1.5", "--set", "degrade.fwhm=[3.0, 6.0]", "--steps", "9"]
-    result = CliRunner().invoke(cli.train_command, args)
-    assert result.exit_code == 0, result.output
-    cfg = seen["cfg"]
+
+    def run(*args):
+        result = CliRunner().invoke(cli.train_command, [str(CONFIGS / "stage0.toml"), "--out", str(tmp_path), *args])
+        assert result.exit_code == 0, result.output
+        return seen["cfg"]
+
+    return run
+
+
+def test_cli_set_parses_toml_values_per_key(train_cli):
+    cfg = train_cli("--set", "loss.weights.flux=1.5", "--set", "degrade.fwhm=[3.0, 6.0]", "--steps", "9")
     assert cfg.loss.weights == {"l1": 1.0, "mse": 1.0, "flux": 1.5}
     assert tuple(cfg.degrade.fwhm) == (3.0, 6.0) and cfg.optim.steps == 9
+
+
+def test_cli_dedicated_flags_survive_a_set_of_their_whole_table(train_cli):
+    cfg = train_cli("--steps", "9", "--set", "optim={lr=1e-3}")
+    assert cfg.optim.steps == 9 and cfg.optim.lr == 1e-3
 
 
 TINY = """

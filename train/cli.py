@@ -25,18 +25,19 @@ def train_command(config: Path, out: Path | None, resume: bool, steps: int | Non
     from .loop import Trainer
 
     overrides: dict = {}
-    if steps:
-        overrides["optim.steps"] = steps
-    if threads:
-        overrides["optim.threads"] = threads
-    if init is not None:
-        overrides["init"] = init
     for item in settings:
         key, _, value = item.partition("=")
         try:
             overrides[key.strip()] = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             overrides[key.strip()] = value  # a bare string
+    # The dedicated flags win over --set, even over a --set that replaces their whole table.
+    if steps:
+        overrides["optim.steps"] = steps
+    if threads:
+        overrides["optim.threads"] = threads
+    if init is not None:
+        overrides["init"] = init
     try:
         cfg = load_config(config, overrides)
     except ValueError as exc:

@@ -7,6 +7,7 @@ are errors, so a typo cannot silently fall back to a default.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +104,9 @@ def _build(cls, values: dict, where: str):
     kwargs = {}
     for key, value in values.items():
         default = fields[key].default_factory() if fields[key].default_factory is not dataclasses.MISSING else fields[key].default
-        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+        if (dataclasses.is_dataclass(default) or isinstance(default, dict)) and not isinstance(value, dict):
+            raise ValueError(f"{where}.{key}: expected a table, got {value!r}")
+        if dataclasses.is_dataclass(default):
             kwargs[key] = _build(type(default), value, f"{where}.{key}")
         elif isinstance(default, tuple):
             kwargs[key] = tuple(value)
@@ -126,16 +129,24 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     path = Path(path)
     with path.open("rb") as fh:
         values = tomllib.load(fh)
+    defaults = TrainConfig().to_dict()
     for key, value in (overrides or {}).items():
-        _assign(values, key, value)
+        _assign(values, defaults, key, value)
     return from_dict(values, where=path.name)
 
 
-def _assign(values: dict, dotted: str, value: Any) -> None:
-    """Set ``values[a][b][c] = value`` for ``dotted = "a.b.c"``, creating missing tables."""
+def _assign(values: dict, defaults: dict, dotted: str, value: Any) -> None:
+    """Set ``values[a][b][c] = value`` for ``dotted = "a.b.c"``.
+
+    A table the file leaves out starts as a copy of its default, so ``data.kinds.stars=2``
+    changes one weight of the default mix instead of making a mix of stars alone.
+    """
     *parents, leaf = dotted.split(".")
     for part in parents:
-        values = values.setdefault(part, {})
+        defaults = defaults.get(part) if isinstance(defaults, dict) else None
+        if part not in values:
+            values[part] = copy.deepcopy(defaults) if isinstance(defaults, dict) else {}
+        values = values[part]
         if not isinstance(values, dict):
             raise ValueError(f"{dotted}: {part!r} is a value, not a table")
     values[leaf] = value
