@@ -111,6 +111,7 @@ HALO_SNR = 20.0
 SNR_BINS = (0.0, 5.0, 10.0, 30.0, np.inf)
 #: Columns of :func:`star_table`; the rest are the ring profile (2-10 px) against the truth's.
 SNR, FWHM, FLUX, WIDE, RINGS = 0, 1, 2, 3, slice(4, None)
+COLUMNS = 4 + 8  # ring_means' default radii, 2 to 10 px: 8 rings
 
 
 def star_table(result, truth, sky, noise):
@@ -140,7 +141,7 @@ def star_table(result, truth, sky, noise):
         wide = aperture_flux(lum_r, y, x, 10) / aperture_flux(lum_t, y, x, 10)
         rings = (ring_means(lum_r, y, x) - ring_means(lum_t, y, x)) / lum_t[y, x]
         rows.append([snr, ratio, flux, wide, *rings])
-    return np.array(rows, dtype=np.float64).reshape(len(rows), -1)
+    return np.array(rows, dtype=np.float64).reshape(len(rows), COLUMNS)  # (0, COLUMNS) without stars
 
 
 def _median(values: np.ndarray) -> float:
@@ -152,16 +153,16 @@ def summarise(stars: np.ndarray) -> dict:
     """Medians over the detected stars (SNR >= MIN_SNR) with the flux median's bootstrap
     standard error, and the halo depth: the darkest ring of the bright stars' (SNR >=
     HALO_SNR) mean profile, so ringing common to all stars shows and one noisy ring does not."""
-    det = stars[stars[:, SNR] >= MIN_SNR] if len(stars) else stars
-    bright = stars[stars[:, SNR] >= HALO_SNR] if len(stars) else stars
-    flux = det[:, FLUX] if len(det) else np.zeros(0)
+    det = stars[stars[:, SNR] >= MIN_SNR]
+    bright = stars[stars[:, SNR] >= HALO_SNR]
+    flux = det[:, FLUX]
     resamples = flux[np.random.default_rng(0).integers(0, len(flux), (500, len(flux)))] if len(flux) > 1 else None
     return dict(
         stars=len(det),
-        fwhm_ratio=round(_median(det[:, FWHM]), 2) if len(det) else float("nan"),
+        fwhm_ratio=round(_median(det[:, FWHM]), 2),
         flux_ratio=round(_median(flux), 3),
         flux_se=round(float(np.median(resamples, axis=1).std()), 3) if resamples is not None else float("nan"),
-        flux_ratio_wide=round(_median(det[:, WIDE]), 3) if len(det) else float("nan"),
+        flux_ratio_wide=round(_median(det[:, WIDE]), 3),
         halo=round(float(bright[:, RINGS].mean(0).min()), 4) if len(bright) else float("nan"),
     )
 
@@ -170,13 +171,13 @@ def by_snr(stars: np.ndarray) -> list[dict]:
     """Median flux and FWHM ratio per SNR bin (all stars, detections or not)."""
     out = []
     for lo, hi in zip(SNR_BINS[:-1], SNR_BINS[1:]):
-        sel = stars[(stars[:, SNR] >= lo) & (stars[:, SNR] < hi)] if len(stars) else stars
+        sel = stars[(stars[:, SNR] >= lo) & (stars[:, SNR] < hi)]
         if len(sel):
             out.append(dict(snr=f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">={lo:g}", stars=len(sel), flux_ratio=round(_median(sel[:, FLUX]), 3), fwhm_ratio=round(_median(sel[:, FWHM]), 2)))
     return out
 
 
-METHODS = ("input", "model", "RL (true PSF)", "Wiener (true PSF, oracle)")
+METHODS = INPUT, MODEL, RL, WIENER = ("input", "model", "RL (true PSF)", "Wiener (true PSF, oracle)")
 
 
 @click.command()
@@ -203,7 +204,7 @@ def main(model_name: str, out: Path, size: int, realizations: int, threads: int 
             start = time.perf_counter()
             restored = restore_array(observed.astype(np.float32), model, settings).astype(np.float64)
             seconds += time.perf_counter() - start
-            results = {"input": observed, "model": restored, "RL (true PSF)": richardson_lucy(observed, kernel, sky), "Wiener (true PSF, oracle)": wiener_oracle(observed, kernel, sky, truth, params)}
+            results = {INPUT: observed, MODEL: restored, RL: richardson_lucy(observed, kernel, sky), WIENER: wiener_oracle(observed, kernel, sky, truth, params)}
             if k == 0:
                 side_by_side([results[m] for m in METHODS] + [truth], out / f"scene{index}_{kind}.png", reference=observed)
             for method, result in results.items():
@@ -212,7 +213,7 @@ def main(model_name: str, out: Path, size: int, realizations: int, threads: int 
         for method in METHODS:
             psnr, ssim = np.mean(scores[method], axis=0)
             pooled = np.concatenate(stars[method])
-            rows.append(dict(scene=name, method=method, psnr=round(float(psnr), 2), ssim=round(float(ssim), 3), **summarise(pooled), seconds=round(seconds / realizations, 2) if method == "model" else None))
+            rows.append(dict(scene=name, method=method, psnr=round(float(psnr), 2), ssim=round(float(ssim), 3), **summarise(pooled), seconds=round(seconds / realizations, 2) if method == MODEL else None))
             if kind == "stars":
                 faint += [dict(scene=name, method=method, **b) for b in by_snr(pooled)]
         click.echo(f"{name}: done", err=True)
@@ -237,9 +238,9 @@ def summary(rows: list[dict]) -> list[dict]:
         scenes.setdefault(r["scene"], {})[r["method"]] = r
     out = []
     for scene, m in scenes.items():
-        model = m["model"]
-        best = max(m["RL (true PSF)"]["psnr"], m["Wiener (true PSF, oracle)"]["psnr"])
-        out.append(dict(scene=scene, input=m["input"]["psnr"], rl=m["RL (true PSF)"]["psnr"], wiener=m["Wiener (true PSF, oracle)"]["psnr"],
+        model = m[MODEL]
+        best = max(m[RL]["psnr"], m[WIENER]["psnr"])
+        out.append(dict(scene=scene, input=m[INPUT]["psnr"], rl=m[RL]["psnr"], wiener=m[WIENER]["psnr"],
                         model=model["psnr"], gain=round(model["psnr"] - best, 2), stars=model["stars"], fwhm_ratio=model["fwhm_ratio"],
                         flux=f"{model['flux_ratio']:.3f} ± {model['flux_se']:.3f}", halo=model["halo"]))
     return out
