@@ -160,7 +160,7 @@ def test_degradation_noise_is_in_the_input_only():
 
 
 # -- configs, loop, resume, DDP, export ------------------------------------------------------------
-@pytest.mark.parametrize("name", ["stage0", "stage1", "stage2", "stage3"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.toml")))
 def test_stage_configs_load(name):
     cfg = load_config(CONFIGS / f"{name}.toml")
     assert cfg.name == name and cfg.loss.weights and cfg.optim.steps > 0
