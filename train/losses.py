@@ -134,19 +134,6 @@ def flux(p, t, apertures: tuple[int, ...] = (5, 11), softening: float = 30.0):
     return loss / len(apertures)
 
 
-def core(p, t, threshold: float = 5.0, gain: float = 4.0):
-    """L1 weighted towards significant target pixels: star cores and bright structure.
-
-    The weight is ``1 + gain * clip(T / threshold, 0, 1)`` with ``T`` the target in linear
-    noise-sigma units, so a pixel ``threshold`` sigma above the background counts ``1 + gain``
-    times as much as sky. Plain L1 lets a faint star stay wide (the cores are a few pixels out of
-    thousands); this term makes them count.
-    """
-    _check(p, t)
-    weight = 1 + gain * (to_sigma_units(t.detach().float()) / threshold).clamp(0, 1)
-    return (weight * (p - t).abs()).mean()
-
-
 #: Registry: name -> function. Config keys name these; ``params`` in the config pass keywords.
 LOSSES = {
     "l1": l1,
@@ -157,7 +144,6 @@ LOSSES = {
     "ahbg": ahbg,
     "sharp": sharp,
     "flux": flux,
-    "core": core,
 }
 
 
