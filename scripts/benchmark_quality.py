@@ -9,7 +9,8 @@ fields and nebula fields, all linear, with sky and shot/read noise. For each sce
   strongest Wiener possible), both given the exact PSF;
 * PSNR and SSIM on an asinh display stretch (the engine's, parameters from the input), median
   star FWHM ratio to the truth, median aperture flux ratio to the truth (r = 2.5 x truth FWHM
-  + 2 px, and a wide r = 10 px that also holds the PSF wings),
+  + 2 px, and a wide r = 10 px that also holds the PSF wings), the frame's total flux above
+  the sky over the truth's,
   halo depth (darkest ring of the bright stars' mean profile minus the truth's, relative to
   the true peak).
   Each row averages ``--realizations`` independent scenes and pools their stars; star metrics
@@ -42,22 +43,27 @@ from astroswin.train.scenes import make_scene
 
 SEED_BASE = 2 * 10**9  # validation scenes: far from training (< 1e9) and the training validation set
 SCENES = [
-    # name, kind, blur FWHM (px), sky, gain (low gain = more noise)
-    ("stars FWHM 2.5, low noise", "stars", 2.5, 50.0, 5.0),
-    ("stars FWHM 3.5, mid noise", "stars", 3.5, 50.0, 1.0),
-    ("stars FWHM 5, mid noise", "stars", 5.0, 50.0, 1.0),
-    ("stars FWHM 3.5, high noise", "stars", 3.5, 200.0, 0.3),
-    ("galaxy FWHM 3", "galaxy", 3.0, 50.0, 2.0),
-    ("galaxy FWHM 4.5", "galaxy", 4.5, 50.0, 1.0),
-    ("nebula FWHM 3", "nebula", 3.0, 50.0, 2.0),
-    ("nebula FWHM 4.5", "nebula", 4.5, 100.0, 1.0),
+    # name, kind, blur FWHM (px), sky, gain (low gain = more noise), brightness (scene scale)
+    ("stars FWHM 2.5, low noise", "stars", 2.5, 50.0, 5.0, 20.0),
+    ("stars FWHM 3.5, mid noise", "stars", 3.5, 50.0, 1.0, 20.0),
+    ("stars FWHM 5, mid noise", "stars", 5.0, 50.0, 1.0, 20.0),
+    ("stars FWHM 3.5, high noise", "stars", 3.5, 200.0, 0.3, 20.0),
+    ("galaxy FWHM 3", "galaxy", 3.0, 50.0, 2.0, 20.0),
+    ("galaxy FWHM 4.5", "galaxy", 4.5, 50.0, 1.0, 20.0),
+    ("nebula FWHM 3", "nebula", 3.0, 50.0, 2.0, 20.0),
+    ("nebula FWHM 4.5", "nebula", 4.5, 100.0, 1.0, 20.0),
+    # Ten times brighter: most stars far above the noise, where a model may dim cores. Last, so
+    # the scenes above keep their seeds (SEED_BASE + index) and their earlier numbers.
+    ("stars FWHM 3.5, bright", "stars", 3.5, 50.0, 1.0, 200.0),
 ]
 
 
-def make_case(seed: int, kind: str, blur: float, sky: float, gain: float, size: int):
-    """(truth, observed, kernel) in linear units with the sky level added to both."""
+def make_case(seed: int, kind: str, blur: float, sky: float, gain: float, size: int, brightness: float = 20.0):
+    """(truth, observed, kernel) in linear units with the sky level added to both.
+
+    ``brightness`` scales the scene (20: stars and structure stand above the noise)."""
     scene, _ = make_scene(seed, (size, size), channels=3 if kind != "stars" else 1, kind=kind, target_fwhm=1.2)
-    scene = scene * 20.0  # bright enough that stars and structure stand above the noise
+    scene = scene * brightness
     kernel = psf.moffat(blur, 3.0)
     rng = np.random.default_rng(seed)
     observed = add_noise(rng, convolve(scene, [kernel] * scene.shape[0]), sky, gain, 2.0)
@@ -144,6 +150,11 @@ def star_table(result, truth, sky, noise):
     return np.array(rows, dtype=np.float64).reshape(len(rows), COLUMNS)  # (0, COLUMNS) without stars
 
 
+def total_flux_ratio(result, truth, sky) -> float:
+    """The frame's flux above the sky over the truth's: all stars, faint ones and wings included."""
+    return float(np.sum(result - sky) / np.sum(truth - sky))
+
+
 def _median(values: np.ndarray) -> float:
     finite = values[~np.isnan(values)]
     return float(np.median(finite)) if finite.size else float("nan")
@@ -193,12 +204,13 @@ def main(model_name: str, out: Path, size: int, realizations: int, threads: int 
     model = load_model(model_name)
     settings = RestoreSettings(device="cpu", threads=threads, tile=tile, overlap=overlap)
     rows, faint = [], []
-    for index, (name, kind, blur, sky, gain) in enumerate(SCENES):
+    for index, (name, kind, blur, sky, gain, brightness) in enumerate(SCENES):
         scores = {m: [] for m in METHODS}
+        totals = {m: [] for m in METHODS}
         stars = {m: [] for m in METHODS}
         seconds = 0.0
         for k in range(realizations):
-            truth, observed, kernel = make_case(SEED_BASE + index + 1000 * k, kind, blur, sky, gain, size)
+            truth, observed, kernel = make_case(SEED_BASE + index + 1000 * k, kind, blur, sky, gain, size, brightness)
             params = estimate_stretch(observed)
             noise = robust_noise(observed.mean(0))
             start = time.perf_counter()
@@ -209,23 +221,24 @@ def main(model_name: str, out: Path, size: int, realizations: int, threads: int 
                 side_by_side([results[m] for m in METHODS] + [truth], out / f"scene{index}_{kind}.png", reference=observed)
             for method, result in results.items():
                 scores[method].append(psnr_ssim(result, truth, params))
+                totals[method].append(total_flux_ratio(result, truth, sky))
                 stars[method].append(star_table(result, truth, sky, noise))
         for method in METHODS:
             psnr, ssim = np.mean(scores[method], axis=0)
             pooled = np.concatenate(stars[method])
-            rows.append(dict(scene=name, method=method, psnr=round(float(psnr), 2), ssim=round(float(ssim), 3), **summarise(pooled), seconds=round(seconds / realizations, 2) if method == MODEL else None))
+            rows.append(dict(scene=name, method=method, psnr=round(float(psnr), 2), ssim=round(float(ssim), 3), **summarise(pooled), total_flux=round(float(np.mean(totals[method])), 3), seconds=round(seconds / realizations, 2) if method == MODEL else None))
             if kind == "stars":
                 faint += [dict(scene=name, method=method, **b) for b in by_snr(pooled)]
         click.echo(f"{name}: done", err=True)
     report = dict(realizations=realizations, min_snr=MIN_SNR, halo_snr=HALO_SNR, rows=rows, by_snr=faint)
     (out / "quality.json").write_text(json.dumps(finite_or_null(report), indent=1))
-    table = markdown(rows, ["scene", "method", "psnr", "ssim", "stars", "fwhm_ratio", "flux_ratio", "flux_se", "flux_ratio_wide", "halo"],
-                     ["scene", "method", "PSNR dB", "SSIM", "stars", "FWHM / truth", "flux / truth", "± (s.e.)", "flux r=10 / truth", "halo depth"])
+    table = markdown(rows, ["scene", "method", "psnr", "ssim", "stars", "fwhm_ratio", "flux_ratio", "flux_se", "flux_ratio_wide", "total_flux", "halo"],
+                     ["scene", "method", "PSNR dB", "SSIM", "stars", "FWHM / truth", "flux / truth", "± (s.e.)", "flux r=10 / truth", "total flux / truth", "halo depth"])
     (out / "quality.md").write_text(table + "\n")
     faint_table = markdown(faint, ["scene", "method", "snr", "stars", "flux_ratio", "fwhm_ratio"], ["scene", "method", "true SNR", "stars", "flux / truth", "FWHM / truth"])
     (out / "faint.md").write_text(faint_table + "\n")
-    summary_table = markdown(summary(rows), ["scene", "input", "rl", "wiener", "model", "gain", "stars", "fwhm_ratio", "flux", "halo"],
-                             ["scene", "input", "RL", "Wiener", "model", "model − best", "stars", "FWHM / truth", "flux / truth", "halo depth"])
+    summary_table = markdown(summary(rows), ["scene", "input", "rl", "wiener", "model", "gain", "stars", "fwhm_ratio", "flux", "total_flux", "halo"],
+                             ["scene", "input", "RL", "Wiener", "model", "model − best", "stars", "FWHM / truth", "flux / truth", "total flux / truth", "halo depth"])
     (out / "summary.md").write_text(summary_table + "\n")
     click.echo(table + "\n\n" + faint_table + "\n\n" + summary_table)
 
@@ -242,7 +255,7 @@ def summary(rows: list[dict]) -> list[dict]:
         best = max(m[RL]["psnr"], m[WIENER]["psnr"])
         out.append(dict(scene=scene, input=m[INPUT]["psnr"], rl=m[RL]["psnr"], wiener=m[WIENER]["psnr"],
                         model=model["psnr"], gain=round(model["psnr"] - best, 2), stars=model["stars"], fwhm_ratio=model["fwhm_ratio"],
-                        flux=f"{model['flux_ratio']:.3f} ± {model['flux_se']:.3f}", halo=model["halo"]))
+                        flux=f"{model['flux_ratio']:.3f} ± {model['flux_se']:.3f}", total_flux=model["total_flux"], halo=model["halo"]))
     return out
 
 
@@ -257,7 +270,7 @@ def finite_or_null(value):
 
 def markdown(rows: list[dict], keys: list[str], header: list[str]) -> str:
     """A Markdown table; text left-aligned, numbers right-aligned in each key's format."""
-    formats = dict(psnr=".2f", input=".2f", rl=".2f", wiener=".2f", model=".2f", gain="+.2f", ssim=".3f", fwhm_ratio=".2f", flux_ratio=".3f", flux_se=".3f", flux_ratio_wide=".3f", halo="+.4f")
+    formats = dict(psnr=".2f", input=".2f", rl=".2f", wiener=".2f", model=".2f", gain="+.2f", ssim=".3f", fwhm_ratio=".2f", flux_ratio=".3f", flux_se=".3f", flux_ratio_wide=".3f", total_flux=".3f", halo="+.4f")
 
     def cell(key, value):
         if isinstance(value, str):

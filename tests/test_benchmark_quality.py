@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -111,10 +112,17 @@ def test_markdown_aligns_numbers_and_signs_halos():
 
 def test_summary_gives_the_model_margin_over_the_better_classical_method():
     def row(method, psnr, **star):
-        return dict(scene="s", method=method, psnr=psnr, stars=10, fwhm_ratio=1.1, flux_ratio=0.99, flux_se=0.01, halo=-0.001, **star)
+        return dict(scene="s", method=method, psnr=psnr, stars=10, fwhm_ratio=1.1, flux_ratio=0.99, flux_se=0.01, total_flux=0.98, halo=-0.001, **star)
 
     rows = [row("input", 20.0), row("model", 30.0), row("RL (true PSF)", 25.0), row("Wiener (true PSF, oracle)", 27.5)]
     (s,) = bq.summary(rows)
     assert s["gain"] == 2.5
     assert (s["input"], s["rl"], s["wiener"], s["model"]) == (20.0, 25.0, 27.5, 30.0)
-    assert s["flux"] == "0.990 ± 0.010"
+    assert s["flux"] == "0.990 ± 0.010" and s["total_flux"] == 0.98
+
+
+def test_total_flux_is_unity_for_the_truth_and_sees_dimming():
+    truth, _, _ = star_scene()
+    assert bq.total_flux_ratio(truth, truth, 50.0) == pytest.approx(1.0)
+    dimmed = (truth - 50.0) * 0.9 + 50.0
+    assert bq.total_flux_ratio(dimmed, truth, 50.0) == pytest.approx(0.9)

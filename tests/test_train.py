@@ -87,6 +87,25 @@ def test_flux_loss_sees_dimmed_stars():
     assert dimmed == pytest.approx(expected, rel=1e-4)
 
 
+def test_bright_flux_is_the_relative_error_of_bright_apertures_only():
+    from astroswin.engine.normalize import RANGE, SOFTENING
+
+    to_s = lambda v: torch.asinh(v / SOFTENING) / RANGE  # noqa: E731
+    lin = torch.zeros(1, 1, 64, 64)
+    lin[0, 0, 10, 10] = 1000.0  # one bright star in a wide crop of empty sky (sigma units)
+    lin[0, 0, 40, 40] = 50.0  # and one below the threshold: ignored
+    dimmed = lin.clone()
+    dimmed[0, 0, 10, 10] = 900.0
+    dimmed[0, 0, 40, 40] = 25.0
+    t = to_s(lin)
+    assert losses.bright_flux(t, t).item() == pytest.approx(0.0, abs=1e-5)
+    # every 5x5 aperture holding the bright star (25 positions) is 10% low, however wide the sky
+    assert losses.bright_flux(to_s(dimmed), t, aperture=5).item() == pytest.approx(0.1, rel=1e-3)
+    faint = to_s(torch.full((1, 1, 16, 16), 1.0))
+    zero = losses.bright_flux(faint.requires_grad_(), faint.detach() * 0.5)
+    assert zero.item() == 0.0 and zero.requires_grad
+
+
 def test_weighted_loss_logs_each_term_and_rejects_unknown():
     p, t = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
     total, terms = losses.weighted_loss(p, t, {"l1": 2.0, "mse": 1.0})
