@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from pathlib import Path
 
 import torch
@@ -84,15 +85,34 @@ def load_folder(folder: Path) -> AstroSwin2SR:
     raise EngineError(f"model folder {folder}: unknown model_type {config.get('model_type')!r}")
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub's endpoint (``HF_ENDPOINT``) accepts a TCP connection within ``timeout`` s.
+
+    Offline, the hub client retries each request with back-off (a minute and a half measured on
+    a machine without DNS) before it fails; one short probe makes that a few seconds.
+    """
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def load_hub_body(hub_id: str) -> AstroSwin2SR:
     """Initialise the body from a hub Swin2SR checkpoint (needs network or a warm HF cache)."""
     from transformers import Swin2SRModel
 
+    offline = not hub_reachable()  # then only the local cache is tried
     try:
-        body = Swin2SRModel.from_pretrained(hub_id)
+        body = Swin2SRModel.from_pretrained(hub_id, local_files_only=offline)
     except OSError as exc:
         text = str(exc)
-        if "connect" in text.lower() or "offline" in text.lower() or "resolve" in text.lower() or "internet" in text.lower():
+        if offline or "connect" in text.lower() or "offline" in text.lower() or "resolve" in text.lower() or "internet" in text.lower():
             raise EngineError(f"cannot load model '{hub_id}': the Hugging Face hub is unreachable (offline?); use a bundled model ({', '.join(bundled_models()) or 'none installed'}) or a local folder") from None
         raise EngineError(f"cannot load model '{hub_id}' from the Hugging Face hub: {text.splitlines()[0]}") from None
     config = AstroSwin2SRConfig(**{k: v for k, v in body.config.to_dict().items() if k not in ("model_type", "architectures", "transformers_version", "upscale", "upsampler")})

@@ -5,7 +5,8 @@
 # to start that fine-tune from another checkpoint than its config's `init`. The runs train side
 # by side on the one GPU (the small model is launch-bound there, so two runs cost little more
 # than one), sharing the data workers, each sized to end inside TRAIN_SECONDS.
-# A config without `init` (stage 0) resumes the committed state, train/resume/last.pt.
+# A config without `init` resumes runs/gpu-CONFIG/last.pt, or train/resume/last.pt when that is
+# the committed state of the same config (carry runs/gpu-CONFIG/last.pt otherwise).
 # Set LR to override every run's peak learning rate (a batch of 192 takes larger steps).
 # Everything to bring back lands in $OUT: per run $OUT/NAME/{last.pt,train.csv,val.csv,model/},
 # then $OUT/gpu_checks.json (fp16/bf16 against fp32, throughput; first run's model) and
@@ -59,8 +60,11 @@ config, folder, rate, runs, seconds, batch = sys.argv[1], sys.argv[2], float(sys
 cfg = load_config(f"train/configs/{config}.toml")
 last = os.path.join(folder, "last.pt")
 if not cfg.init and not os.path.exists(last):
+    committed = torch.load("train/resume/last.pt", map_location="cpu", weights_only=False)
+    if committed["config"]["name"] != config:
+        sys.exit(f"{config} has no init and train/resume/last.pt is {committed['config']['name']}'s state: put the state to resume in {last}")
     shutil.copy("train/resume/last.pt", last)
-start = torch.load(last, weights_only=False)["step"] if os.path.exists(last) else 0
+start = torch.load(last, map_location="cpu", weights_only=False)["step"] if os.path.exists(last) else 0
 kinds = ",".join(f"{k}={v}" for k, v in cfg.data.kinds.items() if k != "galaxy")
 print(f"data.kinds={{{kinds}}}", start + int(0.8 * rate / runs * seconds / batch))
 PY

@@ -4,9 +4,10 @@
 #
 #   bash scripts/train_curriculum.sh [THREADS] [FIRST_STAGE]
 #
-# A fresh clone can continue the shipped run from the committed resume state:
-#   mkdir -p runs/stageN && cp train/resume/last.pt runs/stageN/last.pt   (N: see MODEL_CARD.md)
-#   bash scripts/train_curriculum.sh 2 stageN
+# Stage 0's step-6400 state (the start of the sharpening fine-tune, MODEL_CARD.md) is in git
+# history; to continue it:
+#   mkdir -p runs/stage0 && git show dcae468:train/resume/last.pt > runs/stage0/last.pt
+#   bash scripts/train_curriculum.sh 2 stage0   (with --steps N > 6400 by hand, or go on to stage1)
 set -euo pipefail
 threads="${1:-1}"
 first="${2:-stage0}"

@@ -97,6 +97,35 @@ def test_hub_id_offline_fails_with_one_clear_line(tmp_path):
     assert "caidas/swin2SR-lightweight-x2-64" in last and "unreachable" in last
 
 
+def test_hub_probe_and_cache_only_load_when_the_endpoint_is_down(monkeypatch):
+    """Offline, the hub client retries for a minute or more; one probe of the endpoint decides
+    instead, and then only the local cache is tried (a warm cache still loads)."""
+    import socket
+
+    import transformers
+    from huggingface_hub import constants
+
+    from astroswin.engine import loading
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert loading.hub_reachable(timeout=2.0)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # closed port: refused
+    assert not loading.hub_reachable(timeout=2.0)
+    calls = []
+
+    def from_pretrained(hub_id, **kwargs):
+        calls.append(kwargs)
+        raise OSError("cannot find the requested files in the local cache")
+
+    monkeypatch.setattr(transformers.Swin2SRModel, "from_pretrained", from_pretrained)
+    with pytest.raises(EngineError, match="owner/name.*unreachable"):
+        load_model("owner/name")
+    assert calls == [{"local_files_only": True}]
+
+
 def test_bundled_default_model_is_trained():
     """The shipped default must exist and must not be the untrained identity."""
     model = load_model("small")

@@ -108,7 +108,9 @@ def test_bundled_model_sharpens_and_keeps_flux_and_sky(star_field):
         y, x = np.round(info["positions"][k]).astype(int)
         if not (12 <= y < 116 and 12 <= x < 116):
             continue
-        ratios.append(aperture_flux(out - sky_out, y, x, 8) / aperture_flux(observed - sky_in, y, x, 8))
+        # Against the truth on the true sky: the input's median sky is lifted by the wings, so
+        # its own aperture sums run ~5% low and are no reference for a restored star.
+        ratios.append(aperture_flux(out - 100.0, y, x, 8) / aperture_flux(truth - 100.0, y, x, 8))
         fw_in.append(fwhm(observed - sky_in, y, x))
         fw_out.append(fwhm(out - sky_out, y, x))
     assert 0.95 < np.median(ratios) < 1.05

@@ -174,6 +174,18 @@ def test_stage_configs_load(name):
     assert cfg.name == name and cfg.loss.weights and cfg.optim.steps > 0
 
 
+def test_committed_resume_state_was_trained_by_its_committed_config():
+    """train/resume/last.pt (the shipped weights' run) names a config in train/configs that
+    holds every setting it was trained with, so the last stage is reproduced by one command."""
+    state = torch.load(CONFIGS.parent / "resume" / "last.pt", map_location="cpu", weights_only=False)
+    ran = state["config"]
+    committed = load_config(CONFIGS / f"{ran['name']}.toml").to_dict()
+    for cfg in (ran, committed):
+        cfg["optim"].pop("threads")  # how many CPU threads it had, not what it learned
+    assert ran == committed
+    assert state["step"] == committed["optim"]["steps"]
+
+
 def test_config_rejects_unknown_keys(tmp_path):
     (tmp_path / "bad.toml").write_text('name = "x"\n[optim]\nlearning_rate = 1.0\n')
     with pytest.raises(ValueError, match="unknown key"):
