@@ -80,4 +80,4 @@ PY
 done
 wait
 tail -n 3 "$out"/*/train.log
-python3 scripts/gpu_checks.py --model "$out/${names[0]}/model" --out "$out/gpu_checks.json" --no-compile
+python3 scripts/gpu_checks.py --model "$out/${names[0]}/model" --out "$out/gpu_checks.json" --no-compile --size 2048

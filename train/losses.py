@@ -117,6 +117,11 @@ def to_sigma_units(s):
     return torch.sinh(s * RANGE) * SOFTENING
 
 
+def aperture_sums(x, aperture: int):
+    """Sums over every ``aperture x aperture`` box, 'valid' region ``(B, C, H-a+1, W-a+1)``."""
+    return F.avg_pool2d(x, aperture, stride=1) * aperture * aperture
+
+
 def flux(p, t, apertures: tuple[int, ...] = (5, 11), softening: float = 30.0):
     """Flux conservation: compare local sums (box apertures) in *linear* space.
 
@@ -128,8 +133,7 @@ def flux(p, t, apertures: tuple[int, ...] = (5, 11), softening: float = 30.0):
     lp, lt = to_sigma_units(p.float()), to_sigma_units(t.float())
     loss = 0.0
     for a in apertures:
-        sp = F.avg_pool2d(lp, a, stride=1) * a * a
-        st = F.avg_pool2d(lt, a, stride=1) * a * a
+        sp, st = aperture_sums(lp, a), aperture_sums(lt, a)
         loss = loss + (torch.asinh(sp / softening) - torch.asinh(st / softening)).abs().mean()
     return loss / len(apertures)
 
@@ -145,13 +149,10 @@ def bright_flux(p, t, aperture: int = 11, threshold: float = 100.0):
     aperture is that bright.
     """
     _check(p, t)
-    area = aperture * aperture
-    sp = F.avg_pool2d(to_sigma_units(p.float()), aperture, stride=1) * area
-    st = F.avg_pool2d(to_sigma_units(t.float()), aperture, stride=1) * area
-    bright = st > threshold
-    if not bool(bright.any()):
-        return (sp * 0).sum()
-    return ((sp - st).abs() / st)[bright].mean()
+    sp, st = aperture_sums(to_sigma_units(p.float()), aperture), aperture_sums(to_sigma_units(t.float()), aperture)
+    bright = (st > threshold).float()  # a mask, not indexing: no host sync per step
+    relative = (sp - st).abs() / st.clamp_min(threshold)  # = / st where bright; finite elsewhere
+    return (relative * bright).sum() / bright.sum().clamp_min(1.0)
 
 
 #: Registry: name -> function. Config keys name these; ``params`` in the config pass keywords.
