@@ -115,22 +115,27 @@ MIN_SNR = 5.0
 #: Halos are looked for around bright stars, where ringing shows; near the noise a ring is noise.
 HALO_SNR = 20.0
 SNR_BINS = (0.0, 5.0, 10.0, 30.0, np.inf)
+#: A star is a point source: its fitted FWHM in the truth (rendered through the 1.2 px target
+#: PSF, so 1.3-1.5 px once pixelated) is below this. Brighter knots of a nebula or a galaxy are
+#: peaks too, 2-6 px wide: measuring "star FWHM" on them scored a nebula's texture, not its stars.
+POINT_SOURCE_FWHM = 2.0
 #: Columns of :func:`star_table`; the rest are the ring profile (2-10 px) against the truth's.
 SNR, FWHM, FLUX, WIDE, RINGS = 0, 1, 2, 3, slice(4, None)
 COLUMNS = 4 + 8  # ring_means' default radii, 2 to 10 px: 8 rings
 
 
 def star_table(result, truth, sky, noise):
-    """Per-star measurements over the isolated stars of the truth, one row per star.
+    """Per-star measurements over the isolated point sources of the truth, one row per star.
 
     Columns: SNR (see ``MIN_SNR``; ``noise`` is the observed frame's sigma), FWHM ratio to the
-    truth (inf where the result's fit fails: a star a method erased counts against it; NaN
-    where the truth's own fit fails, for every method alike), flux ratio in the photometric
+    truth (inf where the result's fit fails: a star a method erased counts against it), flux ratio in the photometric
     aperture (r = 2.5 x true FWHM + 2 px), flux ratio at r = 10 px (which also holds what a
     restoration leaves in the PSF's wings: the two together tell flux lost from flux not yet
     brought into the core), then each 1 px ring's mean from 2 to 10 px minus the truth's, over
     the true peak (what the method adds: a dark ring is negative whatever the background).
-    Stars are chosen on the truth alone, so every method is measured on the same ones.
+    Stars are chosen on the truth alone, so every method is measured on the same ones: peaks
+    whose true FWHM fits below ``POINT_SOURCE_FWHM`` (extended knots, and peaks whose fit
+    fails, are not stars).
     """
     lum_t = truth.mean(0) - sky
     lum_r = result.mean(0) - sky
@@ -138,8 +143,10 @@ def star_table(result, truth, sky, noise):
     rows = []
     for y, x in peaks:
         ft = fwhm(lum_t, y, x, radius=6)
+        if not ft < POINT_SOURCE_FWHM:  # NaN (failed fit) too
+            continue
         fr = fwhm(lum_r, y, x, radius=6)
-        r = 2.5 * max(ft if np.isfinite(ft) else 1.5, 1.5) + 2
+        r = 2.5 * max(ft, 1.5) + 2
         true_flux = aperture_flux(lum_t, y, x, r)
         snr = true_flux / (noise * np.sqrt(np.pi) * r)
         ratio = fr / ft if np.isfinite(fr) else np.inf * ft

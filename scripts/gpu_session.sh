@@ -2,17 +2,20 @@
 # What to run, once, on a lent GPU machine (through the device tool, from the repo root):
 #   bash scripts/gpu_session.sh TRAIN_SECONDS RUN [RUN ...]
 # RUN is a config in train/configs (e.g. `stage0`, `sharpen_bright`), optionally `CONFIG=INIT`
-# to start that fine-tune from another checkpoint than its config's `init`. The runs train side
+# to start that fine-tune from another checkpoint than its config's `init`, then any number of
+# `+KEY=VALUE` config overrides (`sharpen_linear=train/resume/last.pt+loss.weights.linear_sharp=1`). The runs train side
 # by side on the one GPU (the small model is launch-bound there, so two runs cost little more
 # than one), sharing the data workers, each sized to end inside TRAIN_SECONDS.
 # A config without `init` resumes runs/gpu-CONFIG/last.pt, or train/resume/last.pt when that is
 # the committed state of the same config (carry runs/gpu-CONFIG/last.pt otherwise).
 # Set LR to override every run's peak learning rate (a batch of 192 takes larger steps).
-# Everything to bring back lands in $OUT: per run $OUT/NAME/{last.pt,train.csv,val.csv,model/},
-# then $OUT/gpu_checks.json (fp16/bf16 against fp32, throughput; first run's model) and
-# $OUT/session.log.
-# The machine has torch/transformers/scipy but not galsim or astropy: galaxies are left out of
-# the scene mix there (the CPU runs keep them), and validation follows the trained kinds.
+# Everything to bring back lands in $OUT (the device tool returns at most 8 files): per run
+# $OUT/NAME/{last.pt,train.csv,val.csv}, then $OUT/gpu_checks.json (fp16/bf16 against fp32,
+# throughput; first run's model) and $OUT/session.log (with each run's last log lines).
+# The machine has torch/transformers/scipy but not galsim or astropy. Carry them in .gpusite/
+# (wheels renamed *.zip, unpacked there into /tmp/site; galsim's debug symbols stripped and its
+# instrument data removed to fit the 64 MiB carry): without them galaxies are left out of the
+# scene mix, and validation follows the trained kinds.
 set -uo pipefail
 seconds="${1:?usage: gpu_session.sh TRAIN_SECONDS RUN [RUN ...]}"
 shift
@@ -26,15 +29,22 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 exec > >(tee "$out/session.log") 2>&1
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null || exit 1
+if compgen -G ".gpusite/*.zip" >/dev/null; then
+  python3 -c "import glob, zipfile; [zipfile.ZipFile(f).extractall('/tmp/site') for f in glob.glob('.gpusite/*.zip')]"
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+# 1 when galaxies can be made here (galsim imports), read by the Python snippets below.
+export GALAXIES=$(python3 -c "import galsim" 2>/dev/null && echo 1 || echo 0)
+echo "galaxies in the scene mix: $GALAXIES"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 per_run=$((workers / $#))
 # Examples per second that the workers make (scenes are made on the CPU), shared by the runs.
 rate=$(python3 - "$1" "$workers" <<'PY'
-import multiprocessing as mp, sys, time
+import multiprocessing as mp, os, sys, time
 from astroswin.train.config import load_config
 from astroswin.train.data import synthetic_example
 cfg = load_config(f"train/configs/{sys.argv[1].split('=')[0]}.toml")
-cfg.data.kinds = {k: v for k, v in cfg.data.kinds.items() if k != "galaxy"}
+cfg.data.kinds = {k: v for k, v in cfg.data.kinds.items() if k != "galaxy" or os.environ["GALAXIES"] == "1"}
 workers = int(sys.argv[2])
 def make(seed):
     synthetic_example(seed, cfg.data, cfg.degrade)
@@ -48,11 +58,12 @@ PY
 echo "data: $rate examples/s with $workers workers, shared by $# runs"
 names=()
 for run in "$@"; do
-  config="${run%%=*}"; init=""; [ "$run" != "$config" ] && init="${run#*=}"
+  IFS=+ read -r head overrides <<<"$run"
+  config="${head%%=*}"; init=""; [ "$head" != "$config" ] && init="${head#*=}"
   name="$config"; while [[ " ${names[*]:-} " == *" $name "* ]]; do name="${name}_"; done
   names+=("$name")
   dir="runs/gpu-$name"; mkdir -p "$dir" "$out/$name"
-  # Kinds without galaxies, the run's first step, and its last (sized to the data rate).
+  # Kinds (galaxies only where galsim imports), the run's first step, and its last (sized to the data rate).
   read -r kinds steps < <(python3 - "$config" "$dir" "$rate" "$#" "$seconds" "$batch" <<'PY'
 import os, shutil, sys, torch
 from astroswin.train.config import load_config
@@ -65,19 +76,20 @@ if not cfg.init and not os.path.exists(last):
         sys.exit(f"{config} has no init and train/resume/last.pt is {committed['config']['name']}'s state: put the state to resume in {last}")
     shutil.copy("train/resume/last.pt", last)
 start = torch.load(last, map_location="cpu", weights_only=False)["step"] if os.path.exists(last) else 0
-kinds = ",".join(f"{k}={v}" for k, v in cfg.data.kinds.items() if k != "galaxy")
+kinds = ",".join(f"{k}={v}" for k, v in cfg.data.kinds.items() if k != "galaxy" or os.environ["GALAXIES"] == "1")
 print(f"data.kinds={{{kinds}}}", start + int(0.8 * rate / runs * seconds / batch))
 PY
   ) || exit 1
   extra=(); [ -n "$init" ] && extra+=(--set "init=$init"); [ -n "${LR:-}" ] && extra+=(--set "optim.lr=$LR")
+  [ -n "$overrides" ] && for o in ${overrides//+/ }; do extra+=(--set "$o"); done
   echo "$name: training to step $steps in $dir ${extra[*]:-}"
   ( timeout --foreground -k 30 $((seconds + 90)) python3 -m astroswin.train "train/configs/$config.toml" --out "$dir" --resume \
       --steps "$steps" --set data.batch_size=$batch --set data.workers=$per_run --set "$kinds" \
       --set log.val_every=250 --set log.checkpoint_every=100 --set log.every=50 "${extra[@]}" \
-      > "$out/$name/train.log" 2>&1 || echo "$name: training stopped (timeout or error): keeping the last checkpoint"
-    cp "$dir"/last.pt "$dir"/train.csv "$dir"/val.csv "$dir"/val_grid.png "$out/$name/" 2>/dev/null
-    python3 -m astroswin export "$dir/last.pt" --out "$out/$name/model" ) &
+      > "$dir/train.log" 2>&1 || echo "$name: training stopped (timeout or error): keeping the last checkpoint"
+    cp "$dir"/last.pt "$dir"/train.csv "$dir"/val.csv "$out/$name/" 2>/dev/null
+    python3 -m astroswin export "$dir/last.pt" --out "$dir/model" >/dev/null ) &
 done
 wait
-tail -n 3 "$out"/*/train.log
-python3 scripts/gpu_checks.py --model "$out/${names[0]}/model" --out "$out/gpu_checks.json" --no-compile --size 2048
+for name in "${names[@]}"; do echo "== $name"; tail -n 4 "runs/gpu-$name/train.log"; done
+python3 scripts/gpu_checks.py --model "runs/gpu-${names[0]}/model" --out "$out/gpu_checks.json" --no-compile --size 2048

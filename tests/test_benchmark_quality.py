@@ -56,6 +56,20 @@ def test_an_erased_star_counts_against_the_method():
     assert bq.summarise(table)["fwhm_ratio"] == np.inf
 
 
+def test_only_point_sources_count_as_stars(monkeypatch):
+    # one star (FWHM 1.3 px) and one bright extended knot (FWHM 4 px, as a nebula's) on flat sky
+    yy, xx = np.mgrid[:96, :96]
+
+    def gaussian(y, x, fwhm, peak):
+        return peak * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * (fwhm / 2.3548) ** 2))
+
+    truth = (50.0 + gaussian(30, 30, 1.3, 2000.0) + gaussian(66, 66, 4.0, 3000.0))[None]
+    table = bq.star_table(truth, truth, sky=50.0, noise=5.0)
+    assert len(table) == 1  # the star, not the knot
+    monkeypatch.setattr(bq, "POINT_SOURCE_FWHM", 10.0)
+    assert len(bq.star_table(truth, truth, sky=50.0, noise=5.0)) == 2
+
+
 def test_snr_scales_with_the_noise_given():
     truth, _, _ = star_scene()
     a = bq.star_table(truth, truth, sky=50.0, noise=5.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -104,6 +105,28 @@ def test_bright_flux_is_the_relative_error_of_bright_apertures_only():
     faint = to_s(torch.full((1, 1, 16, 16), 1.0))
     zero = losses.bright_flux(faint.requires_grad_(), faint.detach() * 0.5)
     assert zero.item() == 0.0 and zero.requires_grad
+
+
+def test_linear_sharp_hand_value_and_background_invariance():
+    from astroswin.engine.normalize import RANGE, SOFTENING
+
+    to_s = lambda v: torch.asinh(v / SOFTENING) / RANGE  # noqa: E731
+    flat = torch.zeros(1, 1, 5, 5)
+    spike = flat.clone()
+    spike[0, 0, 2, 2] = 30.0  # sigma units
+    # valid Laplacian region is the central 3x3: -4v at the centre, +v at its 4 neighbours
+    expected = (math.asinh(4 * 30.0 / 3.0) + 4 * math.asinh(30.0 / 3.0)) / 9
+    assert losses.linear_sharp(to_s(spike), to_s(flat)).item() == pytest.approx(expected, rel=1e-4)
+    assert losses.linear_sharp(to_s(spike), to_s(spike)).item() == pytest.approx(0.0, abs=1e-5)
+    # A star twice too wide weighs the same on a bright nebula as on dark sky; the stretched
+    # `sharp` term shrinks it by two orders of magnitude there (why linear_sharp exists).
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    star = lambda fwhm, amp: amp * torch.exp(-((yy - 16) ** 2 + (xx - 16) ** 2) / (2 * (fwhm / 2.3548) ** 2))[None, None]  # noqa: E731
+    def on(background, name):
+        return losses.LOSSES[name](to_s(background + star(2.4, 75.0)), to_s(background + star(1.2, 300.0))).item()
+
+    assert on(3000.0, "linear_sharp") == pytest.approx(on(0.0, "linear_sharp"), rel=1e-3)
+    assert on(3000.0, "sharp") < 0.02 * on(0.0, "sharp")
 
 
 def test_weighted_loss_logs_each_term_and_rejects_unknown():
