@@ -12,10 +12,10 @@
 # Everything to bring back lands in $OUT (the device tool returns at most 8 files): per run
 # $OUT/NAME/{last.pt,train.csv,val.csv}, then $OUT/gpu_checks.json (fp16/bf16 against fp32,
 # throughput; first run's model) and $OUT/session.log (with each run's last log lines).
-# The machine has torch/transformers/scipy but not galsim or astropy. Carry them in .gpusite/
-# (wheels renamed *.zip, unpacked there into /tmp/site; galsim's debug symbols stripped and its
-# instrument data removed to fit the 64 MiB carry): without them galaxies are left out of the
-# scene mix, and validation follows the trained kinds.
+# The machine has torch/transformers/scipy but not galsim or astropy: `bash
+# scripts/pack_gpusite.sh` here packs them into .gpusite/ (carry it; unpacked there into
+# /tmp/site). Without them galaxies are left out of the scene mix, and validation follows the
+# trained kinds.
 set -uo pipefail
 seconds="${1:?usage: gpu_session.sh TRAIN_SECONDS RUN [RUN ...]}"
 shift

@@ -519,13 +519,17 @@ def test_full_disk(tmp_path, tiny_model):
 
 
 def test_ctrl_c_mid_run(tmp_path, tiny_model):
-    """SIGINT after the first progress event: exit 130, one line, no output, no temp file."""
+    """SIGINT after the first progress event: exit 130, one line, no output, no temp file.
+
+    The child gets SIGINT's default action back, as a terminal gives it: under a shell's
+    background job (``pytest &``) SIGINT is ignored and inherited, Python then installs no
+    handler, and the run finished with exit 0 whatever the CLI does."""
     src = tmp_path / "big.fits"
     inputs = write_fits(src, sky((1536, 1536), noise=10.0).astype(np.float32))
     target = tmp_path / "big_out.fits"
     proc = subprocess.Popen(
         _cli_command(tiny_model, src, "-o", target, "--progress", "json", "--tile", "64", "--overlap", "8", "--batch-size", "1"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         for line in proc.stdout:
