@@ -140,3 +140,13 @@ def test_total_flux_is_unity_for_the_truth_and_sees_dimming():
     assert bq.total_flux_ratio(truth, truth, 50.0) == pytest.approx(1.0)
     dimmed = (truth - 50.0) * 0.9 + 50.0
     assert bq.total_flux_ratio(dimmed, truth, 50.0) == pytest.approx(0.9)
+
+
+def test_local_snr_counts_the_shot_noise_of_the_emission_under_a_star():
+    import stars_by_local_snr as local
+
+    truth, observed, _ = star_scene()
+    dark = local.local_snr_and_fwhm(truth, observed, truth, sky=50.0, gain=1.0)
+    np.testing.assert_allclose(dark[:, 1], 1.0, atol=1e-9)  # the truth against itself
+    on_emission = local.local_snr_and_fwhm(truth, observed + 5000.0, truth, sky=50.0, gain=1.0)
+    assert len(dark) >= 5 and np.all(on_emission[:, 0] < 0.2 * dark[:, 0])
