@@ -128,11 +128,12 @@ def star_table(result, truth, sky, noise):
     """Per-star measurements over the isolated point sources of the truth, one row per star.
 
     Columns: SNR (see ``MIN_SNR``; ``noise`` is the observed frame's sigma), FWHM ratio to the
-    truth (inf where the result's fit fails: a star a method erased counts against it), flux ratio in the photometric
-    aperture (r = 2.5 x true FWHM + 2 px), flux ratio at r = 10 px (which also holds what a
-    restoration leaves in the PSF's wings: the two together tell flux lost from flux not yet
-    brought into the core), then each 1 px ring's mean from 2 to 10 px minus the truth's, over
-    the true peak (what the method adds: a dark ring is negative whatever the background).
+    truth (inf where the result's fit fails: a star a method erased counts against it), flux
+    ratio in the photometric aperture (r = 2.5 x true FWHM + 2 px), flux ratio at r = 10 px
+    (which also holds what a restoration leaves in the PSF's wings: the two together tell flux
+    lost from flux not yet brought into the core), then each 1 px ring's mean from 2 to 10 px
+    minus the truth's, over the true peak (what the method adds: a dark ring is negative
+    whatever the background).
     Stars are chosen on the truth alone, so every method is measured on the same ones: peaks
     whose true FWHM fits below ``POINT_SOURCE_FWHM`` (extended knots, and peaks whose fit
     fails, are not stars).

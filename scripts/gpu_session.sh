@@ -3,9 +3,12 @@
 #   bash scripts/gpu_session.sh TRAIN_SECONDS RUN [RUN ...]
 # RUN is a config in train/configs (e.g. `stage0`, `sharpen_bright`), optionally `CONFIG=INIT`
 # to start that fine-tune from another checkpoint than its config's `init`, then any number of
-# `+KEY=VALUE` config overrides (`sharpen_linear=train/resume/last.pt+loss.weights.linear_sharp=1`). The runs train side
-# by side on the one GPU (the small model is launch-bound there, so two runs cost little more
-# than one), sharing the data workers, each sized to end inside TRAIN_SECONDS.
+# `+KEY=VALUE` config overrides: `sharpen_linear=train/resume/last.pt+loss.weights.linear_sharp=1`.
+# The runs train side by side on the one GPU (the small model is launch-bound there, so two
+# runs cost little more than one), sharing the data workers, each sized to end inside
+# TRAIN_SECONDS. Size the device call at TRAIN_SECONDS + 280 s: install, data probe, the last
+# validation and export took ~190 s beyond 330 s of training on 2026-11-27, and the 2048 px
+# checks ~45 s more (that call, 560 s, ran out during the checks; the checkpoints came back).
 # A config without `init` resumes runs/gpu-CONFIG/last.pt, or train/resume/last.pt when that is
 # the committed state of the same config (carry runs/gpu-CONFIG/last.pt otherwise).
 # Set LR to override every run's peak learning rate (a batch of 192 takes larger steps).
