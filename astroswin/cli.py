@@ -112,7 +112,7 @@ def restore_file(source: Path, target: Path, model, model_name: str, settings, p
     finally:
         progress.close()
     device = resolve_device(settings.device)
-    history = [f"AstroSWIN {__version__}: model={model_name} strength={settings.strength:.2f}", "AstroSWIN tile={} overlap={} precision={}".format(*settings.tiling(device), resolve_precision(settings.precision, device))]
+    history = [f"AstroSWIN {__version__}: model={model_name} strength={settings.strength:.2f} emission_scale={settings.emission_scale}", "AstroSWIN tile={} overlap={} precision={}".format(*settings.tiling(device), resolve_precision(settings.precision, device))]
     write_image(target, restored, image, dtype=None if dtype == "auto" else dtype, history=history, overwrite=overwrite)
     return time.perf_counter() - start
 
@@ -138,6 +138,7 @@ def cli() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never modified).")
 @click.option("--model", "model_name", default="small", show_default=True, help="Bundled model name, a save_pretrained folder, or a Hugging Face hub id.")
 @click.option("--strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True, help="Blend of restored and input image, in linear space (0 = input, 1 = fully restored).")
+@click.option("--emission-scale", type=click.IntRange(min=0), default=None, help="Window (px) of the running median that takes smooth nebulosity out before the network and puts it back after, so stars on bright emission are sharpened as on dark sky. 0 turns it off. Default: 25.")
 @click.option("--tile", type=click.IntRange(min=16), default=None, help="Tile size in pixels (bounded memory on any image size). Default: 128 on the CPU, 512 on GPUs with 12 GB or more, else 256 (measured fastest, same quality).")
 @click.option("--overlap", type=click.IntRange(min=0), default=None, help="Tile overlap in pixels, blended smoothly (no seams). Default: 16 on the CPU, 32 on a GPU; tile/8 with --tile.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Tiles per forward pass on a GPU (the CPU runs one at a time: measured faster).")
@@ -147,7 +148,7 @@ def cli() -> None:
 @click.option("--dtype", type=click.Choice(["auto", "float32", "uint16", "uint8"]), default="auto", show_default=True, help="Output sample type. auto: float32 for FITS, the input's type for XISF and TIFF.")
 @click.option("--progress", "progress_mode", type=click.Choice(["bar", "json", "none"]), default="bar", show_default=True, help="bar: a progress bar on terminals; json: one JSON object per line on stdout (for host plugins); none.")
 @click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
-def restore(inputs, output, output_dir, suffix, overwrite, model_name, strength, tile, overlap, batch_size, device, precision, threads, dtype, progress_mode, debug) -> None:
+def restore(inputs, output, output_dir, suffix, overwrite, model_name, strength, emission_scale, tile, overlap, batch_size, device, precision, threads, dtype, progress_mode, debug) -> None:
     """Restore (deconvolve + denoise) linear images.
 
     INPUT may be files, folders (their FITS/XISF/TIFF files) or glob patterns. Each output is
@@ -172,7 +173,8 @@ def restore(inputs, output, output_dir, suffix, overwrite, model_name, strength,
         error(f"{output_dir}: output folder does not exist")
         sys.exit(EXIT_FAILED)
     progress = Progress(progress_mode)
-    settings = RestoreSettings(strength=strength, tile=tile, overlap=overlap, batch_size=batch_size, device=device, precision=precision, threads=threads)
+    chosen = {} if emission_scale is None else {"emission_scale": emission_scale}
+    settings = RestoreSettings(strength=strength, tile=tile, overlap=overlap, batch_size=batch_size, device=device, precision=precision, threads=threads, **chosen)
     try:
         settings.check()
         model = load_model(model_name)

@@ -26,6 +26,7 @@ import torch
 
 from . import tiling
 from .device import autocast, resolve_device, resolve_precision
+from .emission import EMISSION_SCALE, smooth_emission
 from .errors import EngineError
 from .normalize import Stretch, estimate_stretch, stretch, unstretch
 
@@ -73,6 +74,9 @@ class RestoreSettings:
         ``auto`` | ``fp32`` | ``bf16`` | ``fp16``.
     threads : int or None
         CPU threads for torch (None: torch's default).
+    emission_scale : int
+        Window in pixels of the running median that takes the smooth emission out before the
+        network and puts it back after (:mod:`astroswin.engine.emission`); 0 turns it off.
     compile : str
         ``auto`` | ``on`` | ``off``: run the model through ``torch.compile`` (falls back to
         eager execution where that fails). ``auto`` follows ``$ASTROSWIN_COMPILE`` if set, else
@@ -88,6 +92,7 @@ class RestoreSettings:
     device: str = "auto"
     precision: str = "auto"
     threads: int | None = None
+    emission_scale: int = EMISSION_SCALE
     compile: str = "auto"
 
     def check(self) -> None:
@@ -96,6 +101,8 @@ class RestoreSettings:
         self.tiling(resolve_device(self.device))
         if self.batch_size < 1:
             raise EngineError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.emission_scale != 0 and self.emission_scale < 3:
+            raise EngineError(f"emission scale must be 0 (off) or >= 3 px, got {self.emission_scale}")
         if self.compile not in ("auto", "on", "off"):
             raise EngineError(f"compile must be auto, on or off, got {self.compile!r}")
 
@@ -240,14 +247,18 @@ def _fits_on_device(shape: tuple[int, int, int], device: torch.device) -> bool:
     return 2 * 4 * int(np.prod(shape)) < free / 3
 
 
-def _upload(image: np.ndarray, params: Stretch, device: torch.device) -> torch.Tensor:
-    """``image`` as float32 on ``device``, non-finite pixels replaced by their channel's
-    background (:func:`_clean_tile` once for all), copied in row blocks of bounded host memory."""
+def _upload(image: np.ndarray, params: Stretch, device: torch.device, emission: np.ndarray | None) -> torch.Tensor:
+    """``image - emission`` as float32 on ``device``, non-finite pixels replaced by their
+    channel's background (:func:`_clean_tile` once for all), copied in row blocks of bounded
+    host memory."""
     c, h, w = image.shape
     dst = torch.empty((c, h, w), dtype=torch.float32, device=device)
     background = torch.as_tensor(np.asarray(params.background, dtype=np.float32), device=device).reshape(c, 1, 1)
     for a, b in _row_blocks(h, w, c, release=image):
-        block = torch.from_numpy(np.array(image[:, a:b], dtype=np.float32)).to(device)  # a writable copy
+        block = np.array(image[:, a:b], dtype=np.float32)  # a writable copy
+        if emission is not None:
+            block -= emission[:, a:b]
+        block = torch.from_numpy(block).to(device)
         dst[:, a:b] = torch.where(torch.isfinite(block), block, background)
     return dst
 
@@ -434,9 +445,10 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
 
     params = estimate_stretch(image)
     release_pages(image)
+    emission = smooth_emission(image, settings.emission_scale, params.background) if settings.emission_scale else None
     layout = tiling.plan(h, w, *settings.tiling(device))
     resident = _fits_on_device(image.shape, device)
-    source = _upload(image, params, device) if resident else image
+    source = _upload(image, params, device, emission) if resident else image
     out = torch.zeros((c, h, w), dtype=torch.float32, device=device) if resident else np.zeros((c, h, w), dtype=np.float32)
     tiles = layout.tiles()
     batch_size = min(settings.batch_size, len(tiles))
@@ -452,7 +464,9 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
                 row = part[0][0]
                 release_pages(image)
             cut = [tiling.extract(source, layout, y, x) for y, x in part]
-            if not resident:  # the uploaded image was cleaned once, whole (_upload)
+            if not resident:  # the uploaded image was cleaned, emission out, once, whole (_upload)
+                if emission is not None:
+                    cut = [tile - tiling.extract(emission, layout, y, x) for tile, (y, x) in zip(cut, part)]
                 cut = [_clean_tile(tile, params) for tile in cut]
             batch = _stack(cut, per_pass if runner.compiled is not None else len(cut))  # compiled: fixed shape
             restored = _infer(runner, batch, params, device, precision, model_channels)
@@ -464,6 +478,9 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
     if resident:
         del source
         out = out.cpu().numpy()
+    if emission is not None:
+        out += emission
+        del emission
     _finish(out, image, settings.strength, saturation_level(image, params))
     return out[0] if data.ndim == 2 else out
 

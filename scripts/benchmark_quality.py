@@ -207,10 +207,13 @@ METHODS = INPUT, MODEL, RL, WIENER = ("input", "model", "RL (true PSF)", "Wiener
 @click.option("--threads", default=None, type=int)
 @click.option("--tile", default=None, type=int, help="Tile size (default: the engine's CPU default; a scene larger than tile - 2 x overlap is cut into several).")
 @click.option("--overlap", default=None, type=int)
-def main(model_name: str, out: Path, size: int, realizations: int, threads: int | None, tile: int | None, overlap: int | None) -> None:
+@click.option("--seed-base", default=SEED_BASE, show_default=True, help="First scene seed; another value gives held-out scenes (e.g. 3000000007, never used to choose a setting).")
+@click.option("--emission-scale", type=int, default=None, help="The engine's emission window in px (0: off; default: the engine's).")
+def main(model_name: str, out: Path, size: int, realizations: int, threads: int | None, tile: int | None, overlap: int | None, seed_base: int, emission_scale: int | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(model_name)
-    settings = RestoreSettings(device="cpu", threads=threads, tile=tile, overlap=overlap)
+    chosen = {} if emission_scale is None else {"emission_scale": emission_scale}
+    settings = RestoreSettings(device="cpu", threads=threads, tile=tile, overlap=overlap, **chosen)
     rows, faint = [], []
     for index, (name, kind, blur, sky, gain, brightness) in enumerate(SCENES):
         scores = {m: [] for m in METHODS}
@@ -218,7 +221,7 @@ def main(model_name: str, out: Path, size: int, realizations: int, threads: int 
         stars = {m: [] for m in METHODS}
         seconds = 0.0
         for k in range(realizations):
-            truth, observed, kernel = make_case(SEED_BASE + index + 1000 * k, kind, blur, sky, gain, size, brightness)
+            truth, observed, kernel = make_case(seed_base + index + 1000 * k, kind, blur, sky, gain, size, brightness)
             params = estimate_stretch(observed)
             noise = robust_noise(observed.mean(0))
             start = time.perf_counter()

@@ -142,7 +142,7 @@ def test_usage_errors(tmp_path, tiny_model_dir):
 def test_help_explains_the_options():
     result = run("restore", "--help")
     assert result.returncode == 0
-    for option in ("--strength", "--tile", "--overlap", "--device", "--precision", "--progress", "--overwrite", "--output-dir"):
+    for option in ("--strength", "--tile", "--overlap", "--device", "--precision", "--progress", "--overwrite", "--output-dir", "--emission-scale"):
         assert option in result.stdout
 
 
@@ -156,3 +156,15 @@ def test_demo_restores_the_bundled_sample(tmp_path):
     assert after < 0.7 * before
     for name in ("sample_input.fits", "sample_restored.fits", "sample_before_after.png"):
         assert (tmp_path / "demo" / name).stat().st_size > 0
+
+
+def test_emission_scale_is_recorded_and_checked(tmp_path, tiny_model_dir):
+    src = tmp_path / "in.fits"
+    fits.PrimaryHDU(np.random.default_rng(0).normal(100, 5, (48, 40)).astype(np.float32)).writeto(src)
+    result = run("restore", src, "--model", tiny_model_dir, "--progress", "none", "--emission-scale", "0")
+    assert result.returncode == 0, result.stderr
+    with fits.open(tmp_path / "in_astroswin.fits") as hdul:
+        assert "emission_scale=0" in str(hdul[0].header["HISTORY"])
+    result = run("restore", src, "--model", tiny_model_dir, "--progress", "none", "--emission-scale", "2", "-o", tmp_path / "x.fits")
+    assert_one_error_line(result, "emission scale")
+    assert not (tmp_path / "x.fits").exists()

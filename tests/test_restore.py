@@ -118,6 +118,70 @@ def test_bundled_model_sharpens_and_keeps_flux_and_sky(star_field):
     assert np.mean((out - truth) ** 2) < np.mean((observed - truth) ** 2)
 
 
+def _nebula(shape, level):
+    """Smooth emission above the sky: a gradient and a wide blob, peaking near ``level``."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return level * (0.4 * xx / shape[1] + 0.6 * np.exp(-((yy - shape[0] / 2) ** 2 + (xx - shape[1] / 2) ** 2) / (2 * 40.0**2)))
+
+
+def test_emission_follows_smooth_light_and_passes_over_stars():
+    from conftest import gaussian_stars
+
+    from astroswin.engine.emission import smooth_emission
+
+    rng = np.random.default_rng(3)
+    light = _nebula((160, 200), 300.0)
+    positions = np.stack([rng.uniform(20, 140, 40), rng.uniform(20, 180, 40)], axis=1)
+    stars = gaussian_stars((160, 200), positions, np.full(40, 2e4), 1.5)
+    emission = smooth_emission((100.0 + light + stars)[None], 31, np.array([100.0]))[0]
+    above = light - np.median(light)  # relative to the frame's typical level
+    inner = (slice(16, -16), slice(16, -16))
+    assert np.abs(emission - above)[inner].max() < 0.08 * np.ptp(light)  # a median flattens peaks a little
+    cores = tuple(np.round(positions).astype(int).T)
+    assert np.max(emission[cores] - above[cores]) < 0.01 * stars[cores].min()  # stars stay out
+
+
+def test_emission_is_put_back_exactly(tiny_model):
+    """Taken out before the network and added after: with the identity model, nothing changes."""
+    from dataclasses import replace
+
+    data = (100.0 + _nebula((97, 131), 2000.0))[None].repeat(3, axis=0) + _noise((3, 97, 131), sky=0.0)
+    data[1, 10, 10] = np.nan
+    on = restore_array(data, tiny_model, FAST)
+    off = restore_array(data, tiny_model, replace(FAST, emission_scale=0))
+    np.testing.assert_allclose(on, data, rtol=1e-5, atol=1e-2, equal_nan=True)
+    np.testing.assert_allclose(on, off, rtol=1e-5, atol=1e-2, equal_nan=True)
+    with pytest.raises(EngineError, match="emission scale"):
+        replace(FAST, emission_scale=2).check()
+
+
+def test_bundled_model_sharpens_stars_on_bright_emission():
+    """Stars on a nebula far brighter than their blurred peaks: with the emission taken out
+    first they come back sharper (the network sees them on flat sky)."""
+    from dataclasses import replace
+
+    from conftest import gaussian_stars
+
+    from astroswin.engine import load_model
+    from astroswin.engine.measure import fwhm
+    from astroswin.train import psf
+    from astroswin.train.degrade import add_noise, convolve
+
+    rng = np.random.default_rng(4)
+    positions = np.stack([rng.uniform(16, 112, 12), rng.uniform(16, 112, 12)], axis=1)
+    light = _nebula((128, 128), 3000.0)
+    truth = gaussian_stars((128, 128), positions, np.full(12, 1e4), 1.3) + light  # blurred peaks ~400
+    observed = add_noise(rng, convolve(truth[None], [psf.moffat(4.5, 3.0)]), 100.0, 1.0, 2.0)[0].astype(np.float32)
+    settings = RestoreSettings(device="cpu")
+    model = load_model("small")
+    widths = {}
+    for scale in (0, settings.emission_scale):
+        out = restore_array(observed, model, replace(settings, emission_scale=scale)) - 100.0
+        widths[scale] = np.nanmedian([fwhm(out, *np.round(p).astype(int)) for p in positions])
+    # the truth's FWHM is 1.3 px: within 1.3x of it with the emission out, not without
+    assert widths[settings.emission_scale] < 1.3 * 1.3 < widths[0]
+
+
 @pytest.mark.parametrize("shape", [(150, 170), (3, 97, 203)])
 def test_device_resident_path_matches_streaming(shape, perturbed_model, monkeypatch):
     """On CUDA the image is kept on the GPU and tiles are cut and blended there. Forced here on

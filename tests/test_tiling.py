@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -88,10 +90,16 @@ def test_shifting_the_image_does_not_move_seams(monkeypatch):
 
     monkeypatch.setattr(restore, "estimate_stretch", lambda image: Stretch(np.full(image.shape[0], 1000.0), 20.0))
     img = _sky((2, 300, 300))[0]
-    settings = RestoreSettings(tile=64, overlap=16, device="cpu")
+    # The emission step bins the image from its corner, so a shift moves its bins: exact
+    # equality is checked without it; with it, pixels move by 5% of the noise at most, by 1%
+    # next to the bright source (its light in the bins depends on where they fall).
+    settings = RestoreSettings(tile=64, overlap=16, device="cpu", emission_scale=0)
     a = restore_array(img[:, :-13], Blur3(), settings)
     b = restore_array(img[:, 13:], Blur3(), settings)
     np.testing.assert_allclose(a[:, 13 + 2 : -2], b[:, 2 : -13 - 2], rtol=1e-5)
+    a = restore_array(img[:, :-13], Blur3(), replace(settings, emission_scale=25))
+    b = restore_array(img[:, 13:], Blur3(), replace(settings, emission_scale=25))
+    np.testing.assert_allclose(a[:, 13 + 2 : -2], b[:, 2 : -13 - 2], rtol=1e-2, atol=0.05 * 20.0)
 
 
 def test_borders_are_not_darkened():
