@@ -446,6 +446,7 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
     params = estimate_stretch(image)
     release_pages(image)
     emission = smooth_emission(image, settings.emission_scale, params.background) if settings.emission_scale else None
+    release_pages(image)  # smooth_emission read every page of a memory-mapped input
     layout = tiling.plan(h, w, *settings.tiling(device))
     resident = _fits_on_device(image.shape, device)
     source = _upload(image, params, device, emission) if resident else image
