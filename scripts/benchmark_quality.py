@@ -124,6 +124,19 @@ SNR, FWHM, FLUX, WIDE, RINGS = 0, 1, 2, 3, slice(4, None)
 COLUMNS = 4 + 8  # ring_means' default radii, 2 to 10 px: 8 rings
 
 
+def point_sources(lum_t: np.ndarray):
+    """The truth's isolated point sources, as ``(y, x, true FWHM, photometric aperture radius)``.
+
+    Peaks of the truth (``lum_t``: luminance above the sky) whose FWHM fits below
+    ``POINT_SOURCE_FWHM``; extended knots, and peaks whose fit fails, are not stars. The
+    aperture is r = 2.5 x true FWHM + 2 px.
+    """
+    for y, x in find_stars(lum_t, threshold=max(50.0, 0.02 * lum_t.max()), min_separation=9, border=12, max_stars=200):
+        ft = fwhm(lum_t, y, x, radius=6)
+        if ft < POINT_SOURCE_FWHM:  # False for NaN (a failed fit) too
+            yield y, x, ft, 2.5 * max(ft, 1.5) + 2
+
+
 def star_table(result, truth, sky, noise):
     """Per-star measurements over the isolated point sources of the truth, one row per star.
 
@@ -134,20 +147,14 @@ def star_table(result, truth, sky, noise):
     lost from flux not yet brought into the core), then each 1 px ring's mean from 2 to 10 px
     minus the truth's, over the true peak (what the method adds: a dark ring is negative
     whatever the background).
-    Stars are chosen on the truth alone, so every method is measured on the same ones: peaks
-    whose true FWHM fits below ``POINT_SOURCE_FWHM`` (extended knots, and peaks whose fit
-    fails, are not stars).
+    Stars are chosen on the truth alone (:func:`point_sources`), so every method is measured on
+    the same ones.
     """
     lum_t = truth.mean(0) - sky
     lum_r = result.mean(0) - sky
-    peaks = find_stars(lum_t, threshold=max(50.0, 0.02 * lum_t.max()), min_separation=9, border=12, max_stars=200)
     rows = []
-    for y, x in peaks:
-        ft = fwhm(lum_t, y, x, radius=6)
-        if not ft < POINT_SOURCE_FWHM:  # NaN (failed fit) too
-            continue
+    for y, x, ft, r in point_sources(lum_t):
         fr = fwhm(lum_r, y, x, radius=6)
-        r = 2.5 * max(ft, 1.5) + 2
         true_flux = aperture_flux(lum_t, y, x, r)
         snr = true_flux / (noise * np.sqrt(np.pi) * r)
         ratio = fr / ft if np.isfinite(fr) else np.inf * ft

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import click
 import numpy as np
-from benchmark_quality import POINT_SOURCE_FWHM, SCENES, SEED_BASE, make_case
+from benchmark_quality import SCENES, SEED_BASE, make_case, point_sources
 
 from astroswin.engine import RestoreSettings, load_model, restore_array
-from astroswin.engine.measure import aperture_flux, find_stars, fwhm
+from astroswin.engine.measure import aperture_flux, fwhm
 
 READ_NOISE = 2.0  # make_case's read noise (linear units)
 BINS = (0.0, 10.0, 30.0, 100.0, np.inf)
@@ -31,11 +31,7 @@ def local_snr_and_fwhm(truth, observed, restored, sky: float, gain: float) -> np
     variance = (np.clip(observed, 0, None) / gain + READ_NOISE**2).sum(0) / observed.shape[0] ** 2
     yy, xx = np.mgrid[: lum_t.shape[0], : lum_t.shape[1]]
     rows = []
-    for y, x in find_stars(lum_t, threshold=max(50.0, 0.02 * lum_t.max()), min_separation=9, border=12, max_stars=200):
-        ft = fwhm(lum_t, y, x, radius=6)
-        if not ft < POINT_SOURCE_FWHM:
-            continue
-        r = 2.5 * max(ft, 1.5) + 2
+    for y, x, ft, r in point_sources(lum_t):
         snr = aperture_flux(lum_t, y, x, r) / np.sqrt(variance[(yy - y) ** 2 + (xx - x) ** 2 <= r * r].sum())
         fr = fwhm(lum_r, y, x, radius=6)
         rows.append((snr, fr / ft if np.isfinite(fr) else np.inf))

@@ -3,8 +3,9 @@
 Predictions ``p`` and targets ``t`` are in the engine's stretched space
 (:mod:`astroswin.engine.normalize`); :func:`flux`, :func:`bright_flux` and :func:`linear_sharp`
 map them back to linear (noise-sigma units) first. The original AstroSWIN's terms are
-reproduced as they were, with its one real bug fixed (AHBG's mask pointed the wrong way); :func:`flux` is new: a loss on a display
-stretch hardly weighs bright cores, and without it the model learns to dim stars by 20-35%.
+reproduced as they were, with its one real bug fixed (AHBG's mask pointed the wrong way);
+:func:`flux` is new: a loss on a display stretch hardly weighs bright cores, and without it
+the model learns to dim stars by 20-35%.
 """
 
 from __future__ import annotations
