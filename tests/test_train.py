@@ -190,6 +190,37 @@ def test_degradation_noise_is_in_the_input_only():
     assert resid.std() == pytest.approx(info["sigma"], rel=0.15)
 
 
+def _stars_on_a_nebula(rng: np.random.Generator, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """(degraded, target) ``(1, size, size)``: stars on a smooth 2000-count blob, sky 100."""
+    yy, xx = np.mgrid[:size, :size]
+    blob = 2000.0 * np.exp(-((yy - size / 2) ** 2 + (xx - size / 2) ** 2) / (2 * (size / 5) ** 2))
+    stars = np.zeros((size, size))
+    for y, x in rng.integers(8, size - 8, size=(12, 2)):
+        stars += 800.0 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.6**2))
+    target = (100.0 + blob + stars)[None]
+    return target + rng.normal(0, 5.0, target.shape), target
+
+
+def test_loop_emission_step_is_the_engines_view():
+    """With ``data.emission_scale`` the pair loses the smooth emission, input and target alike:
+    the blob's centre drops to the level of the crop's corner in the network's view, as flat as
+    sky, and what the network must learn (target minus input, linear units) does not change."""
+    from astroswin.engine.normalize import estimate_stretch, unstretch
+    from astroswin.train.data import canvas_emission, cut, finish_pair
+
+    degraded, target = _stars_on_a_nebula(np.random.default_rng(3))
+    assert canvas_emission(degraded, 0) is None
+    emission = canvas_emission(degraded, 25)
+    on = finish_pair(np.random.default_rng(5), *cut([degraded, target, emission], 32, 32, 64))
+    off = finish_pair(np.random.default_rng(5), *cut([degraded, target, None], 32, 32, 64))
+    params = estimate_stretch(np.repeat(degraded[:, 32:96, 32:96], 3, axis=0))  # the crop's own statistics
+    (x_on, y_on), (x_off, y_off) = [[unstretch(a.astype(np.float64), params) for a in pair] for pair in (on, off)]
+    rise = [np.median(x[:, 24:40, 24:40]) - np.median(x[:, :8, :8]) for x in (x_off, x_on)]
+    assert rise[0] > 1000 and abs(rise[1]) < 0.1 * rise[0]  # what is left: the blob's curvature over 25 px
+    assert abs(np.median(x_on) - params.background[0]) < 30  # zeroed where the stretch's black point is
+    np.testing.assert_allclose(y_on - x_on, y_off - x_off, atol=1e-6 * np.abs(x_off).max())
+
+
 # -- configs, loop, resume, DDP, export ------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.toml")))
 def test_stage_configs_load(name):

@@ -6,6 +6,12 @@ float32. The stretch is estimated on the *degraded input crop* with
 the whole image; because it keys on sky level and noise, a crop and a frame get the same
 stretch. Mono scenes are replicated to 3 channels, as :mod:`astroswin.engine.restore` does.
 
+With ``data.emission_scale`` > 0 the pair also goes through the engine's emission step
+(:mod:`astroswin.engine.emission`) as inference does: the smooth emission of the degraded
+canvas is taken out of input *and* target before the stretch, so the network trains on the
+view it gets at inference (stars on flat sky, the residual structure finer than the window),
+and the engine adds the same array back afterwards.
+
 Everything is deterministic from an integer seed, so ``--resume`` replays the exact data stream
 from the step number alone.
 """
@@ -19,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from astroswin.engine.emission import smooth_emission
 from astroswin.engine.normalize import estimate_stretch, stretch
 
 from .config import DataConfig
@@ -41,10 +48,47 @@ def augment(rng: np.random.Generator, *images: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def stretched_pair(degraded: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Stretch an (input, target) pair with the input's statistics, as inference would."""
+def stretched_pair(degraded: np.ndarray, target: np.ndarray, emission: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stretch an (input, target) pair with the input's statistics, as inference would.
+
+    ``emission`` (same shape, or None) is subtracted from both after the statistics are taken
+    from the input as it is: inference estimates the stretch on the frame, then takes the
+    emission out (:func:`astroswin.engine.restore.restore_array`).
+    """
     params = estimate_stretch(degraded)
+    if emission is not None:
+        degraded, target = degraded - emission, target - emission
     return stretch(degraded, params).astype(np.float32), stretch(target, params).astype(np.float32)
+
+
+def canvas_emission(degraded: np.ndarray, scale: int) -> np.ndarray | None:
+    """The engine's smooth emission of a whole degraded canvas ``(C, H, W)``; None when off.
+
+    Taken on the canvas, not the crop, so the crop's edges see the window whole, as tiles of a
+    frame do at inference.
+    """
+    if not scale:
+        return None
+    return smooth_emission(degraded, scale, np.median(degraded, axis=(1, 2)))
+
+
+def cut(images: list[np.ndarray | None], y0: int, x0: int, crop: int) -> list[np.ndarray | None]:
+    """The same ``crop`` x ``crop`` window of each image (None passes through)."""
+    return [None if im is None else im[:, y0 : y0 + crop, x0 : x0 + crop] for im in images]
+
+
+def finish_pair(rng: np.random.Generator, degraded: np.ndarray, target: np.ndarray, emission: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Augment a cropped (input, target, emission) triple alike, then stretch it.
+
+    The emission is re-zeroed on the crop's own median: inference zeroes it on the frame's, the
+    level the stretch's black point also comes from, and the stretch here is the crop's.
+    """
+    if emission is None:
+        degraded, target = augment(rng, degraded, target)
+    else:
+        degraded, target, emission = augment(rng, degraded, target, emission)
+        emission = to_three_channels(emission - np.median(emission, axis=(1, 2), keepdims=True))
+    return stretched_pair(to_three_channels(degraded), to_three_channels(target), emission)
 
 
 def synthetic_example(seed: int, data: DataConfig, degradations: DegradeConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -58,11 +102,8 @@ def synthetic_example(seed: int, data: DataConfig, degradations: DegradeConfig) 
     scene, _ = make_scene(seed, (size, size), channels=channels, kind=kind)
     scene = scene * 10 ** rng.uniform(*data.brightness_log10)  # SNR spread: faint to bright fields
     degraded, target, _ = degrade(rng, scene, degradations)
-    m, c = data.margin, data.crop
-    degraded, target = degraded[:, m : m + c, m : m + c], target[:, m : m + c, m : m + c]
-    degraded, target = augment(rng, degraded, target)
-    x, y = stretched_pair(to_three_channels(degraded), to_three_channels(target))
-    return x, y
+    emission = canvas_emission(degraded, data.emission_scale)
+    return finish_pair(rng, *cut([degraded, target, emission], data.margin, data.margin, data.crop))
 
 
 class FolderPatches:
@@ -88,7 +129,7 @@ class FolderPatches:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def example(self, seed: int, crop: int, degradations: DegradeConfig) -> tuple[np.ndarray, np.ndarray]:
+    def example(self, seed: int, crop: int, degradations: DegradeConfig, emission_scale: int = 0) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([seed, 11])
         entry = self.entries[int(rng.integers(len(self.entries)))]
         patch = np.load(self.folder / entry["path"]).astype(np.float64)
@@ -98,9 +139,8 @@ class FolderPatches:
         h, w = scene.shape[-2:]
         y0, x0 = int(rng.integers(0, max(1, h - crop + 1))), int(rng.integers(0, max(1, w - crop + 1)))
         degraded, target, _ = degrade(rng, scene, degradations)
-        degraded, target = degraded[:, y0 : y0 + crop, x0 : x0 + crop], target[:, y0 : y0 + crop, x0 : x0 + crop]
-        degraded, target = augment(rng, degraded, target)
-        return stretched_pair(to_three_channels(degraded), to_three_channels(target))
+        emission = canvas_emission(degraded, emission_scale)
+        return finish_pair(rng, *cut([degraded, target, emission], y0, x0, crop))
 
 
 def make_batch(seeds: list[int], data: DataConfig, degradations: DegradeConfig, folder: FolderPatches | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +148,7 @@ def make_batch(seeds: list[int], data: DataConfig, degradations: DegradeConfig, 
     xs, ys = [], []
     for seed in seeds:
         use_folder = folder is not None and np.random.default_rng([seed, 13]).uniform() < data.folder_fraction
-        x, y = folder.example(seed, data.crop, degradations) if use_folder else synthetic_example(seed, data, degradations)
+        x, y = folder.example(seed, data.crop, degradations, data.emission_scale) if use_folder else synthetic_example(seed, data, degradations)
         xs.append(x)
         ys.append(y)
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
@@ -118,13 +158,13 @@ def make_batch(seeds: list[int], data: DataConfig, degradations: DegradeConfig, 
 VALIDATION_SEED_BASE = 10**9
 
 
-def validation_set(count: int, size: int, degradations: DegradeConfig, kinds: Sequence[str] = ("stars", "galaxy", "nebula")) -> tuple[torch.Tensor, torch.Tensor]:
+def validation_set(count: int, size: int, degradations: DegradeConfig, kinds: Sequence[str] = ("stars", "galaxy", "nebula"), emission_scale: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed validation set, disjoint from training seeds, cycling through ``kinds``.
 
     The trainer passes the kinds it trains on, so a run without galaxies (a machine without
     galsim) validates without them too; with the default mix the set never changes.
     """
-    data = DataConfig(crop=size, margin=32, mono_fraction=0.3)
+    data = DataConfig(crop=size, margin=32, mono_fraction=0.3, emission_scale=emission_scale)
     xs, ys = [], []
     for i in range(count):
         data.kinds = {kinds[i % len(kinds)]: 1.0}
