@@ -26,7 +26,7 @@ import torch
 
 from . import tiling
 from .device import autocast, resolve_device, resolve_precision
-from .emission import EMISSION_SCALE, smooth_emission
+from .emission import EMISSION_SCALE, EmissionMap, smooth_emission
 from .errors import EngineError
 from .normalize import Stretch, estimate_stretch, stretch, unstretch
 
@@ -247,7 +247,7 @@ def _fits_on_device(shape: tuple[int, int, int], device: torch.device) -> bool:
     return 2 * 4 * int(np.prod(shape)) < free / 3
 
 
-def _upload(image: np.ndarray, params: Stretch, device: torch.device, emission: np.ndarray | None) -> torch.Tensor:
+def _upload(image: np.ndarray, params: Stretch, device: torch.device, emission: EmissionMap | None) -> torch.Tensor:
     """``image - emission`` as float32 on ``device``, non-finite pixels replaced by their
     channel's background (:func:`_clean_tile` once for all), copied in row blocks of bounded
     host memory."""
@@ -257,7 +257,7 @@ def _upload(image: np.ndarray, params: Stretch, device: torch.device, emission: 
     for a, b in _row_blocks(h, w, c, release=image):
         block = np.array(image[:, a:b], dtype=np.float32)  # a writable copy
         if emission is not None:
-            block -= emission[:, a:b]
+            block -= emission.rows(a, b)
         block = torch.from_numpy(block).to(device)
         dst[:, a:b] = torch.where(torch.isfinite(block), block, background)
     return dst
@@ -467,7 +467,7 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
             cut = [tiling.extract(source, layout, y, x) for y, x in part]
             if not resident:  # the uploaded image was cleaned, emission out, once, whole (_upload)
                 if emission is not None:
-                    cut = [tile - tiling.extract(emission, layout, y, x) for tile, (y, x) in zip(cut, part)]
+                    cut = [tile - emission.at(*tiling.indices(layout, y, x)) for tile, (y, x) in zip(cut, part)]
                 cut = [_clean_tile(tile, params) for tile in cut]
             batch = _stack(cut, per_pass if runner.compiled is not None else len(cut))  # compiled: fixed shape
             restored = _infer(runner, batch, params, device, precision, model_channels)
@@ -480,8 +480,8 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
         del source
         out = out.cpu().numpy()
     if emission is not None:
-        out += emission
-        del emission
+        for a, b in _row_blocks(h, w, c):
+            out[:, a:b] += emission.rows(a, b)
     _finish(out, image, settings.strength, saturation_level(image, params))
     return out[0] if data.ndim == 2 else out
 

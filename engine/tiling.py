@@ -127,6 +127,11 @@ def plan(height: int, width: int, tile: int, overlap: int) -> TilePlan:
     return TilePlan(plan_axis(height, tile, overlap), plan_axis(width, tile, overlap))
 
 
+def indices(plan_: TilePlan, y: int, x: int) -> tuple[np.ndarray, np.ndarray]:
+    """The image rows and columns the tile at ``(y, x)`` covers, reflected at the edges."""
+    return reflect_indices(y, plan_.rows.length, plan_.rows.size), reflect_indices(x, plan_.cols.length, plan_.cols.size)
+
+
 def extract(image: Array, plan_: TilePlan, y: int, x: int) -> Array:
     """``(C, Ly, Lx)`` float32 tile at ``(y, x)`` of a ``(C, H, W)`` array, reflect-padded.
 
@@ -134,8 +139,7 @@ def extract(image: Array, plan_: TilePlan, y: int, x: int) -> Array:
     reflection within it), so a memory-mapped image stays on disk but for that window. Always a
     new array (a tensor on ``image``'s device for a tensor), never a view of ``image``.
     """
-    iy = reflect_indices(y, plan_.rows.length, plan_.rows.size)
-    ix = reflect_indices(x, plan_.cols.length, plan_.cols.size)
+    iy, ix = indices(plan_, y, x)
     y0, y1 = int(iy.min()), int(iy.max()) + 1
     x0, x1 = int(ix.min()), int(ix.max()) + 1
     if isinstance(image, torch.Tensor):

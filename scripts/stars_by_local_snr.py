@@ -42,13 +42,18 @@ def local_snr_and_fwhm(truth, observed, restored, sky: float, gain: float) -> np
 @click.option("--model", "model_name", default="small", show_default=True)
 @click.option("--realizations", default=4, show_default=True)
 @click.option("--threads", default=None, type=int)
-def main(model_name: str, realizations: int, threads: int | None) -> None:
+@click.option("--seed-base", default=SEED_BASE, show_default=True, help="As benchmark_quality.py's: 3000000007 gives its held-out scenes.")
+@click.option("--kind", "kinds", multiple=True, help="Only scenes of this kind (stars, galaxy, nebula); repeatable. Default: all.")
+@click.option("--emission-scale", default=None, type=int, help="The engine's emission window (px); 0 = off. Default: the engine's.")
+def main(model_name: str, realizations: int, threads: int | None, seed_base: int, kinds: tuple[str, ...], emission_scale: int | None) -> None:
     model = load_model(model_name)
-    settings = RestoreSettings(device="cpu", threads=threads)
+    settings = RestoreSettings(device="cpu", threads=threads, **({} if emission_scale is None else {"emission_scale": emission_scale}))
     for index, (name, kind, blur, sky, gain, brightness) in enumerate(SCENES):
+        if kinds and kind not in kinds:
+            continue
         stars = []
         for k in range(realizations):
-            truth, observed, _ = make_case(SEED_BASE + index + 1000 * k, kind, blur, sky, gain, 192, brightness)
+            truth, observed, _ = make_case(seed_base + index + 1000 * k, kind, blur, sky, gain, 192, brightness)
             restored = restore_array(observed.astype(np.float32), model, settings).astype(np.float64)
             stars.append(local_snr_and_fwhm(truth, observed, restored, sky, gain))
         table = np.concatenate(stars)

@@ -69,7 +69,7 @@ def canvas_emission(degraded: np.ndarray, scale: int) -> np.ndarray | None:
     """
     if not scale:
         return None
-    return smooth_emission(degraded, scale, np.median(degraded, axis=(1, 2)))
+    return smooth_emission(degraded, scale, np.median(degraded, axis=(1, 2))).rows(0, degraded.shape[1])
 
 
 def cut(images: list[np.ndarray | None], y0: int, x0: int, crop: int) -> list[np.ndarray | None]:
