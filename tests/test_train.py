@@ -201,24 +201,57 @@ def _stars_on_a_nebula(rng: np.random.Generator, size: int = 128) -> tuple[np.nd
     return target + rng.normal(0, 5.0, target.shape), target
 
 
+def _unturned_rng() -> np.random.Generator:
+    """A generator whose first :func:`~astroswin.train.data.augment` neither turns nor flips."""
+
+    def unturned(seed: int) -> bool:
+        rng = np.random.default_rng(seed)
+        return rng.integers(4) == 0 and rng.integers(2) == 0  # augment's draws, in its order
+
+    return np.random.default_rng(next(k for k in range(100) if unturned(k)))
+
+
 def test_loop_emission_step_is_the_engines_view():
     """With ``data.emission_scale`` the pair loses the smooth emission, input and target alike:
-    the blob's centre drops to the level of the crop's corner in the network's view, as flat as
-    sky, and what the network must learn (target minus input, linear units) does not change."""
+    the blob's centre drops to the level of the crop's corner, as flat as sky, the crop's median
+    lands on the black point, and what the network must learn (target minus input, linear
+    units) does not change."""
     from astroswin.engine.normalize import estimate_stretch, unstretch
-    from astroswin.train.data import canvas_emission, cut, finish_pair
+    from astroswin.train.config import DataConfig
+    from astroswin.train.data import view_pair
 
     degraded, target = _stars_on_a_nebula(np.random.default_rng(3))
-    assert canvas_emission(degraded, 0) is None
-    emission = canvas_emission(degraded, 25)
-    on = finish_pair(np.random.default_rng(5), *cut([degraded, target, emission], 32, 32, 64))
-    off = finish_pair(np.random.default_rng(5), *cut([degraded, target, None], 32, 32, 64))
+    views = {scale: view_pair(np.random.default_rng(5), degraded, target, 32, 32, DataConfig(emission_scale=scale)) for scale in (0, 25)}
     params = estimate_stretch(np.repeat(degraded[:, 32:96, 32:96], 3, axis=0))  # the crop's own statistics
-    (x_on, y_on), (x_off, y_off) = [[unstretch(a.astype(np.float64), params) for a in pair] for pair in (on, off)]
+    (x_off, y_off), (x_on, y_on) = [[unstretch(a.astype(np.float64), params) for a in views[k]] for k in (0, 25)]
     rise = [np.median(x[:, 24:40, 24:40]) - np.median(x[:, :8, :8]) for x in (x_off, x_on)]
     assert rise[0] > 1000 and abs(rise[1]) < 0.1 * rise[0]  # what is left: the blob's curvature over 25 px
-    assert abs(np.median(x_on) - params.background[0]) < 30  # zeroed where the stretch's black point is
+    np.testing.assert_allclose(np.median(x_on, axis=(1, 2)), params.background, atol=0.01 * params.noise)
     np.testing.assert_allclose(y_on - x_on, y_off - x_off, atol=1e-6 * np.abs(x_off).max())
+
+
+def test_canvas_view_is_a_tile_of_the_canvas_as_a_frame():
+    """``stretch_from = "canvas"``: the crop is stretched and its emission taken out exactly as
+    the engine treats the tile of a frame: the frame's statistics, the frame's emission."""
+    from astroswin.engine import tiling
+    from astroswin.engine.emission import smooth_emission
+    from astroswin.engine.normalize import estimate_stretch, stretch
+    from astroswin.train.config import DataConfig
+    from astroswin.train.data import view_pair
+
+    degraded, target = _stars_on_a_nebula(np.random.default_rng(4))
+    frame = np.repeat(degraded, 3, axis=0)
+    params = estimate_stretch(frame)
+    emission = smooth_emission(frame, 25, params.background)
+    layout = tiling.plan(128, 128, 64, 16)
+    rows, cols = tiling.indices(layout, 16, 48)  # a tile inside the frame: no reflection
+    expected = stretch(frame[:, rows][:, :, cols] - emission.at(rows, cols), params)
+    x, _ = view_pair(_unturned_rng(), degraded, target, 16, 48, DataConfig(emission_scale=25, stretch_from="canvas"))
+    np.testing.assert_allclose(x, expected, atol=1e-5)
+    x_crop, _ = view_pair(_unturned_rng(), degraded, target, 16, 48, DataConfig(emission_scale=25))
+    assert np.abs(x_crop - expected).max() > 0.01  # the crop's own statistics differ on a nebula
+    with pytest.raises(ValueError, match="stretch_from"):
+        view_pair(_unturned_rng(), degraded, target, 16, 48, DataConfig(stretch_from="tile"))
 
 
 # -- configs, loop, resume, DDP, export ------------------------------------------------------------

@@ -1,16 +1,19 @@
 """Training examples: synthetic scenes or the user's patches, degraded and stretched like inference.
 
 An example is ``(input, target)`` in the engine's stretched space, shape ``(3, crop, crop)``
-float32. The stretch is estimated on the *degraded input crop* with
-:func:`astroswin.engine.normalize.estimate_stretch` -- the same function inference applies to
-the whole image; because it keys on sky level and noise, a crop and a frame get the same
-stretch. Mono scenes are replicated to 3 channels, as :mod:`astroswin.engine.restore` does.
+float32, stretched with :func:`astroswin.engine.normalize.estimate_stretch`'s statistics, the
+function inference applies to the whole frame. By default they are the *degraded input
+crop*'s: on sky, a crop and a frame get the same stretch, because it keys on sky level and
+noise. On bright emission they do not (a frame's black point and noise are the sky's, a crop's
+the nebula's), so ``data.stretch_from = "canvas"`` takes them from the whole degraded canvas
+instead, as inference takes them from the frame a tile belongs to. Mono scenes are replicated
+to 3 channels, as :mod:`astroswin.engine.restore` does.
 
 With ``data.emission_scale`` > 0 the pair also goes through the engine's emission step
-(:mod:`astroswin.engine.emission`) as inference does: the smooth emission of the degraded
-canvas is taken out of input *and* target before the stretch, so the network trains on the
-view it gets at inference (stars on flat sky, the residual structure finer than the window),
-and the engine adds the same array back afterwards.
+(:mod:`astroswin.engine.emission`): the smooth emission of the degraded canvas is taken out of
+input *and* target before the stretch, so the network trains on the view it gets at inference
+(the residual structure finer than the window, on the black point), and learns the same
+correction: the engine adds the array back afterwards.
 
 Everything is deterministic from an integer seed, so ``--resume`` replays the exact data stream
 from the step number alone.
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 
 from astroswin.engine.emission import smooth_emission
-from astroswin.engine.normalize import estimate_stretch, stretch
+from astroswin.engine.normalize import Stretch, estimate_stretch, stretch
 
 from .config import DataConfig
 from .degrade import DegradeConfig, degrade
@@ -48,14 +51,15 @@ def augment(rng: np.random.Generator, *images: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def stretched_pair(degraded: np.ndarray, target: np.ndarray, emission: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Stretch an (input, target) pair with the input's statistics, as inference would.
+def stretched_pair(degraded: np.ndarray, target: np.ndarray, emission: np.ndarray | None = None, params: Stretch | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stretch an (input, target) pair as inference would.
 
-    ``emission`` (same shape, or None) is subtracted from both after the statistics are taken
-    from the input as it is: inference estimates the stretch on the frame, then takes the
-    emission out (:func:`astroswin.engine.restore.restore_array`).
+    ``params`` are the frame's statistics (None: the input's own). ``emission`` (same shape, or
+    None) is subtracted from both after the statistics are taken: inference estimates the
+    stretch on the frame as it is, then takes the emission out
+    (:func:`astroswin.engine.restore.restore_array`).
     """
-    params = estimate_stretch(degraded)
+    params = params or estimate_stretch(degraded)
     if emission is not None:
         degraded, target = degraded - emission, target - emission
     return stretch(degraded, params).astype(np.float32), stretch(target, params).astype(np.float32)
@@ -72,23 +76,31 @@ def canvas_emission(degraded: np.ndarray, scale: int) -> np.ndarray | None:
     return smooth_emission(degraded, scale, np.median(degraded, axis=(1, 2))).rows(0, degraded.shape[1])
 
 
-def cut(images: list[np.ndarray | None], y0: int, x0: int, crop: int) -> list[np.ndarray | None]:
-    """The same ``crop`` x ``crop`` window of each image (None passes through)."""
-    return [None if im is None else im[:, y0 : y0 + crop, x0 : x0 + crop] for im in images]
+def view_pair(rng: np.random.Generator, degraded: np.ndarray, target: np.ndarray, y0: int, x0: int, data: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The network's ``(3, crop, crop)`` view of a degraded canvas and its target, cut at
+    ``(y0, x0)``, augmented and stretched.
 
-
-def finish_pair(rng: np.random.Generator, degraded: np.ndarray, target: np.ndarray, emission: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Augment a cropped (input, target, emission) triple alike, then stretch it.
-
-    The emission is re-zeroed on the crop's own median: inference zeroes it on the frame's, the
-    level the stretch's black point also comes from, and the stretch here is the crop's.
+    ``data.stretch_from = "canvas"`` sees the canvas as inference sees a frame and the crop as
+    one of its tiles: the stretch's statistics and the emission's zero point are the canvas's,
+    so a crop on bright nebulosity sits above the black point with more than 1 sigma of noise,
+    as such a tile does. ``"crop"`` takes the statistics from the crop alone, and then re-zeroes
+    the emission so that the crop's median after the subtraction is its black point.
     """
+    if data.stretch_from not in ("crop", "canvas"):
+        raise ValueError(f"data.stretch_from must be 'crop' or 'canvas', got {data.stretch_from!r}")
+    emission = canvas_emission(degraded, data.emission_scale)
+    params = estimate_stretch(to_three_channels(degraded)) if data.stretch_from == "canvas" else None
+    c = data.crop
+    window = (slice(None), slice(y0, y0 + c), slice(x0, x0 + c))
+    degraded, target = degraded[window], target[window]
     if emission is None:
         degraded, target = augment(rng, degraded, target)
     else:
-        degraded, target, emission = augment(rng, degraded, target, emission)
-        emission = to_three_channels(emission - np.median(emission, axis=(1, 2), keepdims=True))
-    return stretched_pair(to_three_channels(degraded), to_three_channels(target), emission)
+        degraded, target, emission = augment(rng, degraded, target, emission[window])
+        if params is None:
+            emission = emission + (np.median(degraded - emission, axis=(1, 2)) - np.median(degraded, axis=(1, 2)))[:, None, None]
+        emission = to_three_channels(emission)
+    return stretched_pair(to_three_channels(degraded), to_three_channels(target), emission, params)
 
 
 def synthetic_example(seed: int, data: DataConfig, degradations: DegradeConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -102,8 +114,7 @@ def synthetic_example(seed: int, data: DataConfig, degradations: DegradeConfig) 
     scene, _ = make_scene(seed, (size, size), channels=channels, kind=kind)
     scene = scene * 10 ** rng.uniform(*data.brightness_log10)  # SNR spread: faint to bright fields
     degraded, target, _ = degrade(rng, scene, degradations)
-    emission = canvas_emission(degraded, data.emission_scale)
-    return finish_pair(rng, *cut([degraded, target, emission], data.margin, data.margin, data.crop))
+    return view_pair(rng, degraded, target, data.margin, data.margin, data)
 
 
 class FolderPatches:
@@ -129,7 +140,7 @@ class FolderPatches:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def example(self, seed: int, crop: int, degradations: DegradeConfig, emission_scale: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def example(self, seed: int, data: DataConfig, degradations: DegradeConfig) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([seed, 11])
         entry = self.entries[int(rng.integers(len(self.entries)))]
         patch = np.load(self.folder / entry["path"]).astype(np.float64)
@@ -137,10 +148,9 @@ class FolderPatches:
         scale = np.abs(patch).max() or 1.0
         scene = patch / scale * 10 ** rng.uniform(2, 4)  # to the flux range of synthetic scenes
         h, w = scene.shape[-2:]
-        y0, x0 = int(rng.integers(0, max(1, h - crop + 1))), int(rng.integers(0, max(1, w - crop + 1)))
+        y0, x0 = int(rng.integers(0, max(1, h - data.crop + 1))), int(rng.integers(0, max(1, w - data.crop + 1)))
         degraded, target, _ = degrade(rng, scene, degradations)
-        emission = canvas_emission(degraded, emission_scale)
-        return finish_pair(rng, *cut([degraded, target, emission], y0, x0, crop))
+        return view_pair(rng, degraded, target, y0, x0, data)
 
 
 def make_batch(seeds: list[int], data: DataConfig, degradations: DegradeConfig, folder: FolderPatches | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,7 +158,7 @@ def make_batch(seeds: list[int], data: DataConfig, degradations: DegradeConfig, 
     xs, ys = [], []
     for seed in seeds:
         use_folder = folder is not None and np.random.default_rng([seed, 13]).uniform() < data.folder_fraction
-        x, y = folder.example(seed, data.crop, degradations, data.emission_scale) if use_folder else synthetic_example(seed, data, degradations)
+        x, y = folder.example(seed, data, degradations) if use_folder else synthetic_example(seed, data, degradations)
         xs.append(x)
         ys.append(y)
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
@@ -158,13 +168,14 @@ def make_batch(seeds: list[int], data: DataConfig, degradations: DegradeConfig, 
 VALIDATION_SEED_BASE = 10**9
 
 
-def validation_set(count: int, size: int, degradations: DegradeConfig, kinds: Sequence[str] = ("stars", "galaxy", "nebula"), emission_scale: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def validation_set(count: int, size: int, degradations: DegradeConfig, kinds: Sequence[str] = ("stars", "galaxy", "nebula"), view: DataConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed validation set, disjoint from training seeds, cycling through ``kinds``.
 
     The trainer passes the kinds it trains on, so a run without galaxies (a machine without
     galsim) validates without them too; with the default mix the set never changes.
     """
-    data = DataConfig(crop=size, margin=32, mono_fraction=0.3, emission_scale=emission_scale)
+    view = view or DataConfig()
+    data = DataConfig(crop=size, margin=32, mono_fraction=0.3, emission_scale=view.emission_scale, stretch_from=view.stretch_from)
     xs, ys = [], []
     for i in range(count):
         data.kinds = {kinds[i % len(kinds)]: 1.0}
