@@ -31,14 +31,16 @@ BIN_DIVISOR = 6
 #: Each bin is summarised by this percentile of its pixels (50: the median): a lower one keeps
 #: more of the stars' light out of the emission, which the bright star field prefers.
 BLOCK_PERCENTILE = 25.0
+#: Pixels read per band when binning (a band is whole bin rows): 16 MB of float32.
+_BAND_VALUES = 1 << 22
 
 
 class EmissionMap:
     """The smooth emission, held binned; full resolution only for the rows or tile asked for.
 
     A full-size copy would cost as much memory as the image itself (720 MB for a 60 MP RGB
-    frame); the binned map is ``BIN_DIVISOR**2``-ish times smaller, and linear interpolation of
-    one tile's rows and columns costs little next to the network.
+    frame); the binned map is ``factor**2`` times smaller (16x at the default window), and
+    linear interpolation of one tile's rows and columns costs little next to the network.
 
     Parameters
     ----------
@@ -76,9 +78,11 @@ class EmissionMap:
 def smooth_emission(image: np.ndarray, scale: int, background: np.ndarray) -> EmissionMap:
     """The smooth emission: a running median of ``scale`` px, relative to the frame's median.
 
-    Zero on the frame's typical level (the stretch's black point), positive on nebulosity and
-    galaxies, negative in dark lanes. Only the network's view changes: the restoration adds the
-    same values back.
+    Zero on the frame's typical level (the median of the smoothed bins, within a fraction of a
+    noise sigma of the stretch's black point on a frame), positive on nebulosity and galaxies,
+    negative in dark lanes. Only the network's view changes: the restoration adds the same
+    values back. The image is read in bands of bin rows, so a memory-mapped frame is never
+    copied whole (peak extra memory: a band, ~16 MB, and the bins).
 
     Parameters
     ----------
@@ -99,15 +103,19 @@ def smooth_emission(image: np.ndarray, scale: int, background: np.ndarray) -> Em
     c, h, w = image.shape
     factor = max(1, scale // BIN_DIVISOR)
     window = max(3, int(round(scale / factor)))
-    hp, wp = -(-h // factor) * factor, -(-w // factor) * factor
-    binned = np.empty((c, hp // factor, wp // factor), dtype=np.float32)
+    hb, wb = -(-h // factor), -(-w // factor)
+    band = max(1, _BAND_VALUES // (wb * factor * factor))  # bin rows per band
+    binned = np.empty((c, hb, wb), dtype=np.float32)
     for channel in range(c):
         sky = np.float32(background[channel])
-        plane = np.asarray(image[channel], dtype=np.float32)
-        plane = np.where(np.isfinite(plane), plane, sky)
-        plane = np.pad(plane, ((0, hp - h), (0, wp - w)), mode="edge")
-        blocks = plane.reshape(hp // factor, factor, wp // factor, factor).swapaxes(1, 2)
-        summary = np.percentile(blocks.reshape(hp // factor, wp // factor, factor * factor), BLOCK_PERCENTILE, axis=2)
+        summary = np.empty((hb, wb), dtype=np.float32)
+        for i0 in range(0, hb, band):
+            i1 = min(hb, i0 + band)
+            slab = np.asarray(image[channel, i0 * factor : i1 * factor], dtype=np.float32)
+            slab = np.where(np.isfinite(slab), slab, sky)
+            slab = np.pad(slab, ((0, (i1 - i0) * factor - slab.shape[0]), (0, wb * factor - w)), mode="edge")
+            blocks = slab.reshape(i1 - i0, factor, wb, factor).swapaxes(1, 2).reshape(i1 - i0, wb, factor * factor)
+            summary[i0:i1] = np.percentile(blocks, BLOCK_PERCENTILE, axis=2)
         smooth = median_filter(summary, size=window, mode="nearest")
         binned[channel] = smooth - np.median(smooth)  # zero on the frame's typical sky, whatever the percentile's bias
     return EmissionMap(binned, factor, (h, w))
