@@ -43,7 +43,7 @@ def local_snr_and_fwhm(truth, observed, restored, sky: float, gain: float) -> np
 @click.option("--realizations", default=4, show_default=True)
 @click.option("--threads", default=None, type=int)
 @click.option("--seed-base", default=SEED_BASE, show_default=True, help="As benchmark_quality.py's: 3000000007 gives its held-out scenes.")
-@click.option("--kind", "kinds", multiple=True, help="Only scenes of this kind (stars, galaxy, nebula); repeatable. Default: all.")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(["stars", "galaxy", "nebula"]), help="Only scenes of this kind (stars, galaxy, nebula); repeatable. Default: all.")
 @click.option("--emission-scale", default=None, type=int, help="The engine's emission window (px); 0 = off. Default: the engine's.")
 def main(model_name: str, realizations: int, threads: int | None, seed_base: int, kinds: tuple[str, ...], emission_scale: int | None) -> None:
     model = load_model(model_name)
