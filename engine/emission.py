@@ -31,8 +31,9 @@ BIN_DIVISOR = 6
 #: Each bin is summarised by this percentile of its pixels (50: the median): a lower one keeps
 #: more of the stars' light out of the emission, which the bright star field prefers.
 BLOCK_PERCENTILE = 25.0
-#: Pixels read per band when binning (a band is whole bin rows): 16 MB of float32.
-_BAND_VALUES = 1 << 22
+#: Pixels per band, when binning (whole bin rows) and when adding the emission back: 4 MB of
+#: float32, so the step's temporaries stay near 20 MB whatever the frame's size.
+_BAND_VALUES = 1 << 20
 
 
 class EmissionMap:
@@ -64,15 +65,29 @@ class EmissionMap:
 
     def at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """``(C, len(rows), len(cols))`` float32: the emission at those pixel rows and columns
-        (any index arrays, such as a tile's reflected ones), in the image's units."""
+        (any index arrays, such as a tile's reflected ones), in the image's units. Peak memory:
+        twice the result."""
         y0, y1, fy = self._axis(rows, self.binned.shape[1])
         x0, x1, fx = self._axis(cols, self.binned.shape[2])
-        by = self.binned[:, y0] * (1 - fy)[:, None] + self.binned[:, y1] * fy[:, None]
-        return by[:, :, x0] * (1 - fx) + by[:, :, x1] * fx
+        by = self.binned[:, y0] * (1 - fy)[:, None]
+        by += self.binned[:, y1] * fy[:, None]
+        out = by[:, :, x0]
+        out *= 1 - fx
+        upper = by[:, :, x1]
+        upper *= fx
+        out += upper
+        return out
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """``(C, stop - start, W)``: whole rows ``start:stop``."""
         return self.at(np.arange(start, stop), np.arange(self.shape[1]))
+
+    def add_to(self, out: np.ndarray) -> None:
+        """``out += emission`` for an ``(C, H, W)`` array, in bands of ~4 MB of rows."""
+        h, w = self.shape
+        step = max(1, _BAND_VALUES // (out.shape[0] * w))
+        for start in range(0, h, step):
+            out[:, start : start + step] += self.rows(start, min(h, start + step))
 
 
 def smooth_emission(image: np.ndarray, scale: int, background: np.ndarray) -> EmissionMap:
@@ -82,7 +97,7 @@ def smooth_emission(image: np.ndarray, scale: int, background: np.ndarray) -> Em
     noise sigma of the stretch's black point on a frame), positive on nebulosity and galaxies,
     negative in dark lanes. Only the network's view changes: the restoration adds the same
     values back. The image is read in bands of bin rows, so a memory-mapped frame is never
-    copied whole (peak extra memory: a band, ~16 MB, and the bins).
+    copied whole (peak extra memory: a few bands of ~4 MB, and the bins).
 
     Parameters
     ----------

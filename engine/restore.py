@@ -481,8 +481,7 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
         del source
         out = out.cpu().numpy()
     if emission is not None:
-        for a, b in _row_blocks(h, w, c):
-            out[:, a:b] += emission.rows(a, b)
+        emission.add_to(out)
     _finish(out, image, settings.strength, saturation_level(image, params))
     return out[0] if data.ndim == 2 else out
 
