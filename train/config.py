@@ -35,7 +35,6 @@ class DataConfig:
     folder: str = ""  # a make_patches.py output folder; "" = synthetic scenes only
     folder_fraction: float = 0.0
     emission_scale: int = 0  # the engine's emission step in the loop (px, as --emission-scale); 0 = off
-    stretch_from: str = "crop"  # "crop" or "canvas": whose statistics stretch the pair (train/data.py view_pair)
 
 
 @dataclass

@@ -1,13 +1,14 @@
 """Training examples: synthetic scenes or the user's patches, degraded and stretched like inference.
 
 An example is ``(input, target)`` in the engine's stretched space, shape ``(3, crop, crop)``
-float32, stretched with :func:`astroswin.engine.normalize.estimate_stretch`'s statistics, the
-function inference applies to the whole frame. By default they are the *degraded input
-crop*'s: on sky, a crop and a frame get the same stretch, because it keys on sky level and
-noise. On bright emission they do not (a frame's black point and noise are the sky's, a crop's
-the nebula's), so ``data.stretch_from = "canvas"`` takes them from the whole degraded canvas
-instead, as inference takes them from the frame a tile belongs to. Mono scenes are replicated
-to 3 channels, as :mod:`astroswin.engine.restore` does.
+float32. The stretch is estimated on the *degraded input crop* with
+:func:`astroswin.engine.normalize.estimate_stretch` -- the same function inference applies to
+the whole image; because it keys on sky level and noise, a crop and a frame of the same sky get
+the same stretch. (On bright emission they do not: a frame's black point and noise are the
+sky's, a crop's the nebula's. Stretching crops with their whole canvas's statistics instead
+was tried, commit 8e5ebce, and made stars on nebulae wider: see
+``train/configs/sharpen_emission.toml``.) Mono scenes are replicated to 3 channels, as
+:mod:`astroswin.engine.restore` does.
 
 With ``data.emission_scale`` > 0 the pair also goes through the engine's emission step
 (:mod:`astroswin.engine.emission`): the smooth emission of the degraded canvas is taken out of
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from astroswin.engine.emission import smooth_emission
-from astroswin.engine.normalize import Stretch, estimate_stretch, stretch
+from astroswin.engine.normalize import estimate_stretch, stretch
 
 from .config import DataConfig
 from .degrade import DegradeConfig, degrade
@@ -51,15 +52,14 @@ def augment(rng: np.random.Generator, *images: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def stretched_pair(degraded: np.ndarray, target: np.ndarray, emission: np.ndarray | None = None, params: Stretch | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Stretch an (input, target) pair as inference would.
+def stretched_pair(degraded: np.ndarray, target: np.ndarray, emission: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stretch an (input, target) pair with the input's statistics, as inference would.
 
-    ``params`` are the frame's statistics (None: the input's own). ``emission`` (same shape, or
-    None) is subtracted from both after the statistics are taken: inference estimates the
-    stretch on the frame as it is, then takes the emission out
-    (:func:`astroswin.engine.restore.restore_array`).
+    ``emission`` (same shape, or None) is subtracted from both after the statistics are taken
+    from the input as it is: inference estimates the stretch on the frame, then takes the
+    emission out (:func:`astroswin.engine.restore.restore_array`).
     """
-    params = params or estimate_stretch(degraded)
+    params = estimate_stretch(degraded)
     if emission is not None:
         degraded, target = degraded - emission, target - emission
     return stretch(degraded, params).astype(np.float32), stretch(target, params).astype(np.float32)
@@ -80,27 +80,19 @@ def view_pair(rng: np.random.Generator, degraded: np.ndarray, target: np.ndarray
     """The network's ``(3, crop, crop)`` view of a degraded canvas and its target, cut at
     ``(y0, x0)``, augmented and stretched.
 
-    ``data.stretch_from = "canvas"`` sees the canvas as inference sees a frame and the crop as
-    one of its tiles: the stretch's statistics and the emission's zero point are the canvas's,
-    so a crop on bright nebulosity sits above the black point with more than 1 sigma of noise,
-    as such a tile does. ``"crop"`` takes the statistics from the crop alone, and then re-zeroes
-    the emission so that the crop's median after the subtraction is its black point.
+    With the emission step on, the emission is re-zeroed so that the crop's median after the
+    subtraction is the crop's black point, as a frame's is at inference.
     """
-    if data.stretch_from not in ("crop", "canvas"):
-        raise ValueError(f"data.stretch_from must be 'crop' or 'canvas', got {data.stretch_from!r}")
     emission = canvas_emission(degraded, data.emission_scale)
-    params = estimate_stretch(to_three_channels(degraded)) if data.stretch_from == "canvas" else None
-    c = data.crop
-    window = (slice(None), slice(y0, y0 + c), slice(x0, x0 + c))
+    window = (slice(None), slice(y0, y0 + data.crop), slice(x0, x0 + data.crop))
     degraded, target = degraded[window], target[window]
     if emission is None:
         degraded, target = augment(rng, degraded, target)
     else:
         degraded, target, emission = augment(rng, degraded, target, emission[window])
-        if params is None:
-            emission = emission + (np.median(degraded - emission, axis=(1, 2)) - np.median(degraded, axis=(1, 2)))[:, None, None]
+        emission = emission + (np.median(degraded - emission, axis=(1, 2)) - np.median(degraded, axis=(1, 2)))[:, None, None]
         emission = to_three_channels(emission)
-    return stretched_pair(to_three_channels(degraded), to_three_channels(target), emission, params)
+    return stretched_pair(to_three_channels(degraded), to_three_channels(target), emission)
 
 
 def synthetic_example(seed: int, data: DataConfig, degradations: DegradeConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +167,7 @@ def validation_set(count: int, size: int, degradations: DegradeConfig, kinds: Se
     galsim) validates without them too; with the default mix the set never changes.
     """
     view = view or DataConfig()
-    data = DataConfig(crop=size, margin=32, mono_fraction=0.3, emission_scale=view.emission_scale, stretch_from=view.stretch_from)
+    data = DataConfig(crop=size, margin=32, mono_fraction=0.3, emission_scale=view.emission_scale)
     xs, ys = [], []
     for i in range(count):
         data.kinds = {kinds[i % len(kinds)]: 1.0}
