@@ -34,7 +34,6 @@ class DataConfig:
     kinds: dict = field(default_factory=lambda: {"stars": 1.0, "galaxy": 1.0, "nebula": 1.0})
     folder: str = ""  # a make_patches.py output folder; "" = synthetic scenes only
     folder_fraction: float = 0.0
-    emission_scale: int = 0  # the engine's emission step in the loop (px, as --emission-scale); 0 = off
 
 
 @dataclass

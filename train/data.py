@@ -6,15 +6,12 @@ float32. The stretch is estimated on the *degraded input crop* with
 the whole image; because it keys on sky level and noise, a crop and a frame of the same sky get
 the same stretch. (On bright emission they do not: a frame's black point and noise are the
 sky's, a crop's the nebula's. Stretching crops with their whole canvas's statistics instead
-was tried, commit 8e5ebce, and made stars on nebulae wider: see
-``train/configs/sharpen_emission.toml``.) Mono scenes are replicated to 3 channels, as
-:mod:`astroswin.engine.restore` does.
+was tried, commit 8e5ebce, and made stars on nebulae wider.) Mono scenes are replicated to 3
+channels, as :mod:`astroswin.engine.restore` does.
 
-With ``data.emission_scale`` > 0 the pair also goes through the engine's emission step
-(:mod:`astroswin.engine.emission`): the smooth emission of the degraded canvas is taken out of
-input *and* target before the stretch, so the network trains on the view it gets at inference
-(the residual structure finer than the window, on the black point), and learns the same
-correction: the engine adds the array back afterwards.
+The engine's emission step (:mod:`astroswin.engine.emission`) is *not* applied here: putting it
+in the loop (commits 4cab6f9 to 8e5ebce) made stars on nebulae wider, not narrower; see the
+project's issue notes of 2026-11-27.
 
 Everything is deterministic from an integer seed, so ``--resume`` replays the exact data stream
 from the step number alone.
@@ -29,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from astroswin.engine.emission import smooth_emission
 from astroswin.engine.normalize import estimate_stretch, stretch
 
 from .config import DataConfig
@@ -52,47 +48,18 @@ def augment(rng: np.random.Generator, *images: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def stretched_pair(degraded: np.ndarray, target: np.ndarray, emission: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Stretch an (input, target) pair with the input's statistics, as inference would.
-
-    ``emission`` (same shape, or None) is subtracted from both after the statistics are taken
-    from the input as it is: inference estimates the stretch on the frame, then takes the
-    emission out (:func:`astroswin.engine.restore.restore_array`).
-    """
+def stretched_pair(degraded: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stretch an (input, target) pair with the input's statistics, as inference would."""
     params = estimate_stretch(degraded)
-    if emission is not None:
-        degraded, target = degraded - emission, target - emission
     return stretch(degraded, params).astype(np.float32), stretch(target, params).astype(np.float32)
 
 
-def canvas_emission(degraded: np.ndarray, scale: int) -> np.ndarray | None:
-    """The engine's smooth emission of a whole degraded canvas ``(C, H, W)``; None when off.
-
-    Taken on the canvas, not the crop, so the crop's edges see the window whole, as tiles of a
-    frame do at inference.
-    """
-    if not scale:
-        return None
-    return smooth_emission(degraded, scale, np.median(degraded, axis=(1, 2))).rows(0, degraded.shape[1])
-
-
-def view_pair(rng: np.random.Generator, degraded: np.ndarray, target: np.ndarray, y0: int, x0: int, data: DataConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The network's ``(3, crop, crop)`` view of a degraded canvas and its target, cut at
-    ``(y0, x0)``, augmented and stretched.
-
-    With the emission step on, the emission is re-zeroed so that the crop's median after the
-    subtraction is the crop's black point, as a frame's is at inference.
-    """
-    emission = canvas_emission(degraded, data.emission_scale)
-    window = (slice(None), slice(y0, y0 + data.crop), slice(x0, x0 + data.crop))
-    degraded, target = degraded[window], target[window]
-    if emission is None:
-        degraded, target = augment(rng, degraded, target)
-    else:
-        degraded, target, emission = augment(rng, degraded, target, emission[window])
-        emission = emission + (np.median(degraded - emission, axis=(1, 2)) - np.median(degraded, axis=(1, 2)))[:, None, None]
-        emission = to_three_channels(emission)
-    return stretched_pair(to_three_channels(degraded), to_three_channels(target), emission)
+def view_pair(rng: np.random.Generator, degraded: np.ndarray, target: np.ndarray, y0: int, x0: int, crop: int) -> tuple[np.ndarray, np.ndarray]:
+    """The network's ``(3, crop, crop)`` view of a degraded canvas and its target: cut at
+    ``(y0, x0)``, augmented alike, stretched."""
+    window = (slice(None), slice(y0, y0 + crop), slice(x0, x0 + crop))
+    degraded, target = augment(rng, degraded[window], target[window])
+    return stretched_pair(to_three_channels(degraded), to_three_channels(target))
 
 
 def synthetic_example(seed: int, data: DataConfig, degradations: DegradeConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +73,7 @@ def synthetic_example(seed: int, data: DataConfig, degradations: DegradeConfig) 
     scene, _ = make_scene(seed, (size, size), channels=channels, kind=kind)
     scene = scene * 10 ** rng.uniform(*data.brightness_log10)  # SNR spread: faint to bright fields
     degraded, target, _ = degrade(rng, scene, degradations)
-    return view_pair(rng, degraded, target, data.margin, data.margin, data)
+    return view_pair(rng, degraded, target, data.margin, data.margin, data.crop)
 
 
 class FolderPatches:
@@ -132,7 +99,7 @@ class FolderPatches:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def example(self, seed: int, data: DataConfig, degradations: DegradeConfig) -> tuple[np.ndarray, np.ndarray]:
+    def example(self, seed: int, crop: int, degradations: DegradeConfig) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([seed, 11])
         entry = self.entries[int(rng.integers(len(self.entries)))]
         patch = np.load(self.folder / entry["path"]).astype(np.float64)
@@ -140,9 +107,9 @@ class FolderPatches:
         scale = np.abs(patch).max() or 1.0
         scene = patch / scale * 10 ** rng.uniform(2, 4)  # to the flux range of synthetic scenes
         h, w = scene.shape[-2:]
-        y0, x0 = int(rng.integers(0, max(1, h - data.crop + 1))), int(rng.integers(0, max(1, w - data.crop + 1)))
+        y0, x0 = int(rng.integers(0, max(1, h - crop + 1))), int(rng.integers(0, max(1, w - crop + 1)))
         degraded, target, _ = degrade(rng, scene, degradations)
-        return view_pair(rng, degraded, target, y0, x0, data)
+        return view_pair(rng, degraded, target, y0, x0, crop)
 
 
 def make_batch(seeds: list[int], data: DataConfig, degradations: DegradeConfig, folder: FolderPatches | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,7 +117,7 @@ def make_batch(seeds: list[int], data: DataConfig, degradations: DegradeConfig, 
     xs, ys = [], []
     for seed in seeds:
         use_folder = folder is not None and np.random.default_rng([seed, 13]).uniform() < data.folder_fraction
-        x, y = folder.example(seed, data, degradations) if use_folder else synthetic_example(seed, data, degradations)
+        x, y = folder.example(seed, data.crop, degradations) if use_folder else synthetic_example(seed, data, degradations)
         xs.append(x)
         ys.append(y)
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
@@ -160,14 +127,13 @@ def make_batch(seeds: list[int], data: DataConfig, degradations: DegradeConfig, 
 VALIDATION_SEED_BASE = 10**9
 
 
-def validation_set(count: int, size: int, degradations: DegradeConfig, kinds: Sequence[str] = ("stars", "galaxy", "nebula"), view: DataConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def validation_set(count: int, size: int, degradations: DegradeConfig, kinds: Sequence[str] = ("stars", "galaxy", "nebula")) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed validation set, disjoint from training seeds, cycling through ``kinds``.
 
     The trainer passes the kinds it trains on, so a run without galaxies (a machine without
     galsim) validates without them too; with the default mix the set never changes.
     """
-    view = view or DataConfig()
-    data = DataConfig(crop=size, margin=32, mono_fraction=0.3, emission_scale=view.emission_scale)
+    data = DataConfig(crop=size, margin=32, mono_fraction=0.3)
     xs, ys = [], []
     for i in range(count):
         data.kinds = {kinds[i % len(kinds)]: 1.0}
