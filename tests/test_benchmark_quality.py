@@ -161,3 +161,13 @@ def test_local_snr_counts_the_shot_noise_of_the_emission_under_a_star():
     np.testing.assert_allclose(dark[:, 1], 1.0, atol=1e-9)  # the truth against itself
     on_emission = local.local_snr_and_fwhm(truth, observed + 5000.0, truth, sky=50.0, gain=1.0)
     assert len(dark) >= 5 and np.all(on_emission[:, 0] < 0.2 * dark[:, 0])
+
+
+def test_star_contrast_is_the_peak_over_the_emission_around_it():
+    """A star of peak 600 on flat emission of 200 has contrast 3; on empty sky, inf."""
+    import star_contrast as sc
+
+    yy, xx = np.mgrid[:64, :64]
+    star = lambda y, x: 600.0 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 0.55**2))  # noqa: E731
+    contrast = np.sort(sc.star_contrast(star(32, 14) + star(32, 48) + np.where(xx < 32, 200.0, 0.0)))
+    assert len(contrast) == 2 and contrast[0] == pytest.approx(3.0, rel=1e-6) and np.isinf(contrast[1])

@@ -1,0 +1,75 @@
+"""Stars' contrast over the emission under them: training scenes against the benchmark's.
+
+A star's contrast is the height of its true peak above the emission under it, over that
+emission (the median 4-8 px around it), at the target's resolution: scale-free, so gain, sky
+and exposure drop out. On the nebulae, each benchmark scene's FWHM ratio follows its stars'
+median contrast (2026-11-27: 12.1 -> 1.22x, 5.7 -> 1.54x, 4.2 -> 2.11x, 2.0 -> 4.97x, 2.6 ->
+8.18x), so this tells whether the training mix covers the contrast where the model fails:
+
+    python scripts/star_contrast.py --config train/configs/sharpen_linear.toml
+
+prints the training nebulae's contrast percentiles, then each benchmark nebula scene's median.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+from benchmark_quality import SCENES, SEED_BASE, make_case, point_sources
+
+from astroswin.train.config import load_config
+from astroswin.train.scenes import make_scene
+
+RING = (4.0, 8.0)  # px: inner and outer radius of the emission's annulus
+
+
+def star_contrast(lum: np.ndarray) -> np.ndarray:
+    """``(N,)`` (peak - local emission) / local emission for each point source of ``lum``
+    ``(H, W)``, flux above the sky; inf where the annulus is dark (under a millionth of the
+    peak: a star on empty sky)."""
+    yy, xx = np.mgrid[: lum.shape[0], : lum.shape[1]]
+    out = []
+    for y, x, _, _ in point_sources(lum):
+        d2 = (yy - y) ** 2 + (xx - x) ** 2
+        local = float(np.median(lum[(d2 >= RING[0] ** 2) & (d2 <= RING[1] ** 2)]))
+        out.append((lum[y, x] - local) / local if local > 1e-6 * lum[y, x] else np.inf)
+    return np.array(out, dtype=np.float64)
+
+
+def training_nebulae(config: Path, count: int):
+    """Scenes of kind nebula as the training stream draws them (seeds 0..count-1), ``(C, H, W)``."""
+    cfg = load_config(config)
+    kinds = list(cfg.data.kinds)
+    weights = np.array([cfg.data.kinds[k] for k in kinds], dtype=float)
+    size = cfg.data.crop + 2 * cfg.data.margin
+    for seed in range(count):
+        rng = np.random.default_rng([seed, 7])  # train/data.py's draws, in its order
+        kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
+        channels = 1 if rng.uniform() < cfg.data.mono_fraction else 3
+        if kind == "nebula":
+            yield make_scene(seed, (size, size), channels=channels, kind=kind)[0]
+
+
+@click.command()
+@click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=Path("train/configs/sharpen_linear.toml"), show_default=True)
+@click.option("--scenes", "count", default=300, show_default=True, help="Training seeds to draw (about a third are nebulae).")
+@click.option("--seed-base", default=SEED_BASE, show_default=True, help="As benchmark_quality.py's: 3000000007 gives its held-out scenes.")
+@click.option("--realizations", default=4, show_default=True)
+def main(config: Path, count: int, seed_base: int, realizations: int) -> None:
+    train = np.concatenate([star_contrast(scene.mean(0)) for scene in training_nebulae(config, count)])
+    p10, p50, p90 = np.percentile(train, [10, 50, 90])
+    click.echo(f"training nebulae ({config.name}): {len(train)} stars, contrast p10 {p10:.1f}, median {p50:.1f}, p90 {p90:.1f}")
+    for index, (name, kind, blur, sky, gain, brightness) in enumerate(SCENES):
+        if kind != "nebula":
+            continue
+        for k in range(realizations):
+            truth, _, _ = make_case(seed_base + index + 1000 * k, kind, blur, sky, gain, 192, brightness)
+            contrast = star_contrast(truth.mean(0) - sky)
+            if len(contrast):
+                click.echo(f"{name}, realization {k}: {len(contrast)} stars, contrast median {np.median(contrast):.1f}")
+
+
+if __name__ == "__main__":
+    main()
