@@ -49,7 +49,7 @@ def training_nebulae(config: Path, count: int):
         kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
         channels = 1 if rng.uniform() < cfg.data.mono_fraction else 3
         if kind == "nebula":
-            yield make_scene(seed, (size, size), channels=channels, kind=kind)[0]
+            yield make_scene(seed, (size, size), channels=channels, kind=kind, nebula_level_log10=cfg.data.nebula_level_log10)[0]
 
 
 @click.command()

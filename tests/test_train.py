@@ -176,6 +176,14 @@ def test_scenes_are_deterministic(kind):
     assert (a >= 0).all() and a.max() > 0
 
 
+def test_nebula_level_scales_the_emission_and_leaves_the_stars():
+    """``nebula_level_log10`` sets the emission under the stars and nothing else: the scene is
+    stars + level x texture, so stepping the level by 10x steps the difference by 10x."""
+    one, two, three = (make_scene(5, (64, 64), channels=3, kind="nebula", nebula_level_log10=(v, v))[0] for v in (1.0, 2.0, 3.0))
+    np.testing.assert_allclose(three - two, 10 * (two - one), rtol=1e-9, atol=1e-9 * three.max())
+    assert (two - one).min() >= 0 and 50 < (two - one).mean() < 90  # level 10 -> 100, less the dark lanes' absorption
+
+
 def test_unknown_scene_kind():
     with pytest.raises(ValueError, match="unknown scene kind"):
         make_scene(0, (8, 8), kind="comet")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .degrade import DegradeConfig
+from .scenes import NEBULA_LEVEL_LOG10
 
 try:
     import tomllib
@@ -31,6 +32,7 @@ class DataConfig:
     workers: int = 0
     mono_fraction: float = 0.3
     brightness_log10: tuple[float, float] = (0.0, 1.5)  # scene flux multiplier, log-uniform
+    nebula_level_log10: tuple[float, float] = NEBULA_LEVEL_LOG10  # how bright nebulae are under their stars
     kinds: dict = field(default_factory=lambda: {"stars": 1.0, "galaxy": 1.0, "nebula": 1.0})
     folder: str = ""  # a make_patches.py output folder; "" = synthetic scenes only
     folder_fraction: float = 0.0

@@ -70,7 +70,7 @@ def synthetic_example(seed: int, data: DataConfig, degradations: DegradeConfig) 
     kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
     channels = 1 if rng.uniform() < data.mono_fraction else 3
     size = data.crop + 2 * data.margin
-    scene, _ = make_scene(seed, (size, size), channels=channels, kind=kind)
+    scene, _ = make_scene(seed, (size, size), channels=channels, kind=kind, nebula_level_log10=data.nebula_level_log10)
     scene = scene * 10 ** rng.uniform(*data.brightness_log10)  # SNR spread: faint to bright fields
     degraded, target, _ = degrade(rng, scene, degradations)
     return view_pair(rng, degraded, target, data.margin, data.margin, data.crop)

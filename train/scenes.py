@@ -17,6 +17,8 @@ Three kinds, mixed by :func:`make_scene`:
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from .psf import FWHM_PER_SIGMA
@@ -137,9 +139,15 @@ def turbulence(rng, shape, slope: float) -> np.ndarray:
     return field / (field.std() + 1e-12)
 
 
-def nebula(rng, shape, channels, target_fwhm) -> np.ndarray:
+#: log10 range of a nebula's mean level (the stars' fluxes are fixed by :func:`star_field`), so
+#: it sets how bright the emission under the stars is: the default gives a median star contrast
+#: of 8 (``scripts/star_contrast.py``), and the model is weakest below 3.
+NEBULA_LEVEL_LOG10 = (0.5, 2.5)
+
+
+def nebula(rng, shape, channels, target_fwhm, level_log10: tuple[float, float] = NEBULA_LEVEL_LOG10) -> np.ndarray:
     """Emission nebula: log-normal turbulent texture with filaments and dark lanes, plus stars."""
-    level = 10 ** rng.uniform(0.5, 2.5)
+    level = 10 ** rng.uniform(*level_log10)
     n_lines = 1 if channels == 1 else 2
     lines = []
     for _ in range(n_lines):
@@ -162,7 +170,7 @@ def nebula(rng, shape, channels, target_fwhm) -> np.ndarray:
     return scene + star_field(rng, shape, channels, target_fwhm)
 
 
-def make_scene(seed: int, shape: tuple[int, int], channels: int | None = None, kind: str | None = None, target_fwhm: float | None = None) -> tuple[np.ndarray, dict]:
+def make_scene(seed: int, shape: tuple[int, int], channels: int | None = None, kind: str | None = None, target_fwhm: float | None = None, nebula_level_log10: tuple[float, float] = NEBULA_LEVEL_LOG10) -> tuple[np.ndarray, dict]:
     """Generate one target scene, deterministically from ``seed``.
 
     Parameters
@@ -176,6 +184,9 @@ def make_scene(seed: int, shape: tuple[int, int], channels: int | None = None, k
         One of :data:`SCENE_KINDS`; random when None.
     target_fwhm : float, optional
         FWHM of the target PSF in pixels; uniform in [1.0, 1.5] when None.
+    nebula_level_log10 : (float, float)
+        log10 range of a nebula's mean level (:data:`NEBULA_LEVEL_LOG10`); one draw whatever
+        the range, so the rest of the scene stays the same for a seed.
 
     Returns
     -------
@@ -188,7 +199,7 @@ def make_scene(seed: int, shape: tuple[int, int], channels: int | None = None, k
     kind = kind or SCENE_KINDS[int(rng.integers(len(SCENE_KINDS)))]
     channels = channels or (1 if rng.uniform() < 0.3 else 3)
     target_fwhm = target_fwhm or rng.uniform(1.0, 1.5)
-    makers = {"stars": star_field, "galaxy": galaxy, "nebula": nebula}
+    makers = {"stars": star_field, "galaxy": galaxy, "nebula": partial(nebula, level_log10=nebula_level_log10)}
     if kind not in makers:
         raise ValueError(f"unknown scene kind {kind!r}; choose one of {SCENE_KINDS}")
     scene = makers[kind](rng, shape, channels, target_fwhm)
