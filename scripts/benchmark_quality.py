@@ -285,7 +285,7 @@ def summary(rows: list[dict]) -> list[dict]:
         best = max(m[RL]["psnr"], m[WIENER]["psnr"])
         out.append(dict(scene=scene, input=m[INPUT]["psnr"], rl=m[RL]["psnr"], wiener=m[WIENER]["psnr"],
                         model=model["psnr"], gain=round(model["psnr"] - best, 2), stars=model["stars"], fwhm_ratio=model["fwhm_ratio"],
-                        per_scene=" / ".join("–" if not np.isfinite(v) else f"{v:.2f}" for v in model["fwhm_per_scene"]),
+                        per_scene=" / ".join("–" if np.isnan(v) else f"{v:.2f}" for v in model["fwhm_per_scene"]),  # inf: most fits failed
                         flux=f"{model['flux_ratio']:.3f} ± {model['flux_se']:.3f}", total_flux=model["total_flux"], halo=model["halo"]))
     return out
 
