@@ -1,8 +1,8 @@
 """Restore a linear image array: normalise, tile, infer, blend, un-normalise. Arrays in, arrays out.
 
 The pipeline never holds more than the input (which may be memory-mapped), one float32 output
-buffer of the input's size, a batch of tiles and the smooth emission's bins (1/16 of a
-channel; :class:`~astroswin.engine.emission.EmissionMap`): tiles are read, cleaned (NaN/inf filled),
+buffer of the input's size, a batch of tiles and the smooth emission's bins (1/16 of the
+image; :class:`~astroswin.engine.emission.EmissionMap`): tiles are read, cleaned (NaN/inf filled),
 stretched and replicated to three channels on the fly. Non-finite pixels come back exactly as
 they were (a NaN border stays NaN); clipped plateaus (saturated star cores) are passed through.
 

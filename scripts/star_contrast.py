@@ -22,7 +22,7 @@ import numpy as np
 from benchmark_quality import SCENES, SEED_BASE, make_case, point_sources
 
 from astroswin.train.config import load_config
-from astroswin.train.scenes import make_scene
+from astroswin.train.data import synthetic_scene
 
 RING = (4.0, 8.0)  # px: inner and outer radius of the emission's annulus
 
@@ -44,17 +44,11 @@ def training_nebulae(config: Path, count: int):
     """Nebula scenes as the training stream draws them (seeds 0..count-1), ``(C, H, W)``, with
     the stream's brightness multiplier: :func:`point_sources` keeps peaks above an absolute
     level, so which stars count depends on it, as it does on the benchmark's x20."""
-    cfg = load_config(config)
-    kinds = list(cfg.data.kinds)
-    weights = np.array([cfg.data.kinds[k] for k in kinds], dtype=float)
-    size = cfg.data.crop + 2 * cfg.data.margin
+    data = load_config(config).data
     for seed in range(count):
-        rng = np.random.default_rng([seed, 7])  # train/data.py's draws, in its order
-        kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
-        channels = 1 if rng.uniform() < cfg.data.mono_fraction else 3
+        _, kind, scene = synthetic_scene(seed, data)
         if kind == "nebula":
-            scene = make_scene(seed, (size, size), channels=channels, kind=kind, nebula_level_log10=cfg.data.nebula_level_log10)[0]
-            yield scene * 10 ** rng.uniform(*cfg.data.brightness_log10)
+            yield scene
 
 
 @click.command()

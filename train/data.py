@@ -62,8 +62,10 @@ def view_pair(rng: np.random.Generator, degraded: np.ndarray, target: np.ndarray
     return stretched_pair(to_three_channels(degraded), to_three_channels(target))
 
 
-def synthetic_example(seed: int, data: DataConfig, degradations: DegradeConfig) -> tuple[np.ndarray, np.ndarray]:
-    """One stretched ``(input, target)`` pair of ``(3, crop, crop)`` from a synthetic scene."""
+def synthetic_scene(seed: int, data: DataConfig) -> tuple[np.random.Generator, str, np.ndarray]:
+    """Training seed ``seed``'s clean scene ``(C, H, W)`` (the target before degradation, with
+    the stream's brightness multiplier), its kind, and the generator, positioned where
+    :func:`synthetic_example` degrades it."""
     rng = np.random.default_rng([seed, 7])
     kinds = list(data.kinds)
     weights = np.array([data.kinds[k] for k in kinds], dtype=float)
@@ -71,7 +73,12 @@ def synthetic_example(seed: int, data: DataConfig, degradations: DegradeConfig) 
     channels = 1 if rng.uniform() < data.mono_fraction else 3
     size = data.crop + 2 * data.margin
     scene, _ = make_scene(seed, (size, size), channels=channels, kind=kind, nebula_level_log10=data.nebula_level_log10)
-    scene = scene * 10 ** rng.uniform(*data.brightness_log10)  # SNR spread: faint to bright fields
+    return rng, kind, scene * 10 ** rng.uniform(*data.brightness_log10)  # SNR spread: faint to bright fields
+
+
+def synthetic_example(seed: int, data: DataConfig, degradations: DegradeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """One stretched ``(input, target)`` pair of ``(3, crop, crop)`` from a synthetic scene."""
+    rng, _, scene = synthetic_scene(seed, data)
     degraded, target, _ = degrade(rng, scene, degradations)
     return view_pair(rng, degraded, target, data.margin, data.margin, data.crop)
 

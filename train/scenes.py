@@ -140,8 +140,8 @@ def turbulence(rng, shape, slope: float) -> np.ndarray:
 
 
 #: log10 range of a nebula's mean level (the stars' fluxes are fixed by :func:`star_field`), so
-#: it sets how bright the emission under the stars is: the default gives a median star contrast
-#: of 8 (``scripts/star_contrast.py``), and the model is weakest below 3.
+#: it sets how bright the emission under the stars is: the default gives training a median star
+#: contrast of 6.3 (``scripts/star_contrast.py``), and the model is weakest below about 3.
 NEBULA_LEVEL_LOG10 = (0.5, 2.5)
 
 
