@@ -34,6 +34,7 @@ import click
 import numpy as np
 
 from astroswin.engine import RestoreSettings, load_model, restore_array
+from astroswin.engine.emission import EMISSION_SCALE
 from astroswin.engine.measure import aperture_flux, find_stars, fwhm, ring_means
 from astroswin.engine.normalize import estimate_stretch, robust_noise, stretch
 from astroswin.engine.preview import side_by_side
@@ -226,12 +227,11 @@ METHODS = INPUT, MODEL, RL, WIENER = ("input", "model", "RL (true PSF)", "Wiener
 @click.option("--tile", default=None, type=int, help="Tile size (default: the engine's CPU default; a scene larger than tile - 2 x overlap is cut into several).")
 @click.option("--overlap", default=None, type=int)
 @click.option("--seed-base", default=SEED_BASE, show_default=True, help="First scene seed; another value gives held-out scenes (e.g. 3000000007, never used to choose a setting).")
-@click.option("--emission-scale", type=int, default=None, help="The engine's emission window in px (0: off; default: the engine's).")
-def main(model_name: str, out: Path, size: int, realizations: int, threads: int | None, tile: int | None, overlap: int | None, seed_base: int, emission_scale: int | None) -> None:
+@click.option("--emission-scale", type=click.IntRange(min=0), default=EMISSION_SCALE, show_default=True, help="The engine's emission window in px (0: off).")
+def main(model_name: str, out: Path, size: int, realizations: int, threads: int | None, tile: int | None, overlap: int | None, seed_base: int, emission_scale: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(model_name)
-    chosen = {} if emission_scale is None else {"emission_scale": emission_scale}
-    settings = RestoreSettings(device="cpu", threads=threads, tile=tile, overlap=overlap, **chosen)
+    settings = RestoreSettings(device="cpu", threads=threads, tile=tile, overlap=overlap, emission_scale=emission_scale)
     rows, faint = [], []
     for index, (name, kind, blur, sky, gain, brightness) in enumerate(SCENES):
         scores = {m: [] for m in METHODS}

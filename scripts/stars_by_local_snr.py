@@ -19,6 +19,7 @@ import numpy as np
 from benchmark_quality import SCENES, SEED_BASE, make_case, point_sources
 
 from astroswin.engine import RestoreSettings, load_model, restore_array
+from astroswin.engine.emission import EMISSION_SCALE
 from astroswin.engine.measure import aperture_flux, fwhm
 
 READ_NOISE = 2.0  # make_case's read noise (linear units)
@@ -44,10 +45,10 @@ def local_snr_and_fwhm(truth, observed, restored, sky: float, gain: float) -> np
 @click.option("--threads", default=None, type=int)
 @click.option("--seed-base", default=SEED_BASE, show_default=True, help="As benchmark_quality.py's: 3000000007 gives its held-out scenes.")
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(["stars", "galaxy", "nebula"]), help="Only scenes of this kind (stars, galaxy, nebula); repeatable. Default: all.")
-@click.option("--emission-scale", default=None, type=int, help="The engine's emission window (px); 0 = off. Default: the engine's.")
-def main(model_name: str, realizations: int, threads: int | None, seed_base: int, kinds: tuple[str, ...], emission_scale: int | None) -> None:
+@click.option("--emission-scale", default=EMISSION_SCALE, show_default=True, type=click.IntRange(min=0), help="The engine's emission window (px); 0 = off.")
+def main(model_name: str, realizations: int, threads: int | None, seed_base: int, kinds: tuple[str, ...], emission_scale: int) -> None:
     model = load_model(model_name)
-    settings = RestoreSettings(device="cpu", threads=threads, **({} if emission_scale is None else {"emission_scale": emission_scale}))
+    settings = RestoreSettings(device="cpu", threads=threads, emission_scale=emission_scale)
     for index, (name, kind, blur, sky, gain, brightness) in enumerate(SCENES):
         if kinds and kind not in kinds:
             continue
