@@ -66,7 +66,7 @@ def main(config: Path, count: int, seed_base: int, realizations: int) -> None:
         if kind != "nebula":
             continue
         for k in range(realizations):
-            truth, _, _ = make_case(seed_base + index + 1000 * k, kind, blur, sky, gain, 192, brightness)
+            truth = make_case(seed_base + index + 1000 * k, kind, blur, sky, gain, 192, brightness).truth
             contrast = star_contrast(truth.mean(0) - sky)
             if len(contrast):
                 click.echo(f"{name}, realization {k}: {len(contrast)} stars, contrast median {np.median(contrast):.1f}")

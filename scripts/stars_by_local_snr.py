@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import click
 import numpy as np
-from benchmark_quality import SCENES, SEED_BASE, make_case, point_sources
+from benchmark_quality import READ_NOISE, SCENES, SEED_BASE, make_case, point_sources
 
 from astroswin.engine import RestoreSettings, load_model, restore_array
 from astroswin.engine.emission import EMISSION_SCALE
 from astroswin.engine.measure import aperture_flux, fwhm
 
-READ_NOISE = 2.0  # make_case's read noise (linear units)
 BINS = (0.0, 10.0, 30.0, 100.0, np.inf)
 
 
-def local_snr_and_fwhm(truth, observed, restored, sky: float, gain: float) -> np.ndarray:
-    """``(N, 2)``: each point source's local SNR and its restored FWHM over the truth's."""
-    lum_t, lum_r = truth.mean(0) - sky, restored.mean(0) - sky
+def local_snr_and_fwhm(truth, observed, restored, background, gain: float) -> np.ndarray:
+    """``(N, 2)``: each point source's local SNR and its restored FWHM over the truth's, both
+    measured with ``background`` (the sky and the light under the stars,
+    ``benchmark_quality.Case.background``) taken out, as the benchmark measures them."""
+    lum_t, lum_r = (truth - background).mean(0), (restored - background).mean(0)
     variance = (np.clip(observed, 0, None) / gain + READ_NOISE**2).sum(0) / observed.shape[0] ** 2
     yy, xx = np.mgrid[: lum_t.shape[0], : lum_t.shape[1]]
     rows = []
@@ -54,9 +55,9 @@ def main(model_name: str, realizations: int, threads: int | None, seed_base: int
             continue
         stars = []
         for k in range(realizations):
-            truth, observed, _ = make_case(seed_base + index + 1000 * k, kind, blur, sky, gain, 192, brightness)
+            truth, observed, _, background, _ = make_case(seed_base + index + 1000 * k, kind, blur, sky, gain, 192, brightness)
             restored = restore_array(observed.astype(np.float32), model, settings).astype(np.float64)
-            stars.append(local_snr_and_fwhm(truth, observed, restored, sky, gain))
+            stars.append(local_snr_and_fwhm(truth, observed, restored, background, gain))
         table = np.concatenate(stars)
         cells = []
         for lo, hi in zip(BINS[:-1], BINS[1:]):

@@ -18,13 +18,46 @@ from astroswin.train.degrade import convolve  # noqa: E402
 
 
 def star_scene(seed=7, size=96):
-    truth, observed, kernel = bq.make_case(bq.SEED_BASE + seed, "stars", 3.5, 50.0, 1.0, size)
-    return truth, observed, kernel
+    case = bq.make_case(bq.SEED_BASE + seed, "stars", 3.5, 50.0, 1.0, size)
+    np.testing.assert_array_equal(case.background, 50.0)  # a star field: only sky under the stars
+    return case.truth, case.observed, case.kernel
+
+
+def test_stars_on_a_nebula_are_measured_without_the_emission():
+    """A result that dims every star to 80% and keeps the nebula exactly measures 0.8 in the
+    photometric aperture once the emission is taken out; with only the sky taken out, the
+    aperture sums mostly emission and reads nearly 1."""
+    case = bq.make_case(bq.SEED_BASE + 7, "nebula", 4.5, 100.0, 1.0, 128)
+    stars = case.truth - case.background
+    assert (case.background > 100.0).mean() > 0.9 and stars.max() > 0
+    dimmed = case.background + 0.8 * stars
+    table = bq.star_table(dimmed, case.truth, case.background, noise=5.0)
+    assert len(table) >= 3
+    np.testing.assert_allclose(table[:, bq.FLUX], 0.8, rtol=1e-6)
+    np.testing.assert_allclose(table[:, bq.FWHM], 1.0, rtol=1e-6)  # same shape, only fainter
+    sky_only = bq.star_table(dimmed, case.truth, 100.0, noise=5.0)
+    assert np.median(sky_only[:, bq.FLUX]) > 0.9
+
+
+def test_case_noise_is_the_observed_noise_of_the_light_under_the_stars():
+    """On a star field the noise map is the frame's noise as measured from the data; on a
+    nebula it follows the emission's shot noise, which is what hides faint stars there."""
+    from astroswin.engine.normalize import robust_noise
+
+    case = bq.make_case(bq.SEED_BASE + 7, "stars", 3.5, 50.0, 1.0, 128)
+    assert np.ptp(case.noise) == 0 and case.noise[0, 0] == pytest.approx(robust_noise(case.observed.mean(0)), rel=0.1)
+    nebula = bq.make_case(bq.SEED_BASE + 7, "nebula", 4.5, 100.0, 1.0, 128)
+    light = nebula.background.mean(0)
+    bright, faint = light > np.percentile(light, 75), light < np.percentile(light, 25)
+    assert np.median(nebula.noise[bright]) > 1.2 * np.median(nebula.noise[faint])
+    expected = bq.convolve(nebula.truth - 100.0, [nebula.kernel] * 3) + 100.0  # the sky outside the frame too
+    residual = (nebula.observed - expected).mean(0)
+    assert np.std(residual / nebula.noise) == pytest.approx(1.0, rel=0.05)  # the map is the actual noise
 
 
 def test_truth_against_itself_measures_unity():
     truth, _, _ = star_scene()
-    table = bq.star_table(truth, truth, sky=50.0, noise=5.0)
+    table = bq.star_table(truth, truth, background=50.0, noise=5.0)
     assert len(table) >= 5
     np.testing.assert_allclose(table[:, bq.FWHM], 1.0, atol=1e-9)
     np.testing.assert_allclose(table[:, [bq.FLUX, bq.WIDE]], 1.0, atol=1e-9)
@@ -34,7 +67,7 @@ def test_truth_against_itself_measures_unity():
 def test_blur_widens_stars_and_spills_flux_out_of_the_aperture():
     truth, _, _ = star_scene()
     blurred = convolve(truth - 50.0, [psf.moffat(4.0, 2.0)]) + 50.0
-    table = bq.star_table(blurred, truth, sky=50.0, noise=5.0)
+    table = bq.star_table(blurred, truth, background=50.0, noise=5.0)
     summary = bq.summarise(table)
     assert summary["fwhm_ratio"] > 2.0
     assert summary["flux_ratio"] < 0.97  # a beta-2 Moffat leaves flux outside r = 2.5 FWHM + 2
@@ -45,13 +78,13 @@ def test_a_ringing_restoration_shows_a_halo():
     truth, _, _ = star_scene()
     signal = truth - 50.0
     ringing = signal - 0.2 * (convolve(signal, [psf.moffat(6.0, 4.0)]) - signal)  # unsharp mask: dark rings
-    assert bq.summarise(bq.star_table(ringing + 50.0, truth, sky=50.0, noise=5.0))["halo"] < -0.002
+    assert bq.summarise(bq.star_table(ringing + 50.0, truth, background=50.0, noise=5.0))["halo"] < -0.002
 
 
 def test_an_erased_star_counts_against_the_method():
     truth, _, _ = star_scene()
     flat = np.full_like(truth, 50.0)
-    table = bq.star_table(flat, truth, sky=50.0, noise=5.0)
+    table = bq.star_table(flat, truth, background=50.0, noise=5.0)
     assert np.isinf(table[:, bq.FWHM]).all()
     assert bq.summarise(table)["fwhm_ratio"] == np.inf
 
@@ -64,16 +97,16 @@ def test_only_point_sources_count_as_stars(monkeypatch):
         return peak * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * (fwhm / 2.3548) ** 2))
 
     truth = (50.0 + gaussian(30, 30, 1.3, 2000.0) + gaussian(66, 66, 4.0, 3000.0))[None]
-    table = bq.star_table(truth, truth, sky=50.0, noise=5.0)
+    table = bq.star_table(truth, truth, background=50.0, noise=5.0)
     assert len(table) == 1  # the star, not the knot
     monkeypatch.setattr(bq, "POINT_SOURCE_FWHM", 10.0)
-    assert len(bq.star_table(truth, truth, sky=50.0, noise=5.0)) == 2
+    assert len(bq.star_table(truth, truth, background=50.0, noise=5.0)) == 2
 
 
 def test_snr_scales_with_the_noise_given():
     truth, _, _ = star_scene()
-    a = bq.star_table(truth, truth, sky=50.0, noise=5.0)
-    b = bq.star_table(truth, truth, sky=50.0, noise=10.0)
+    a = bq.star_table(truth, truth, background=50.0, noise=5.0)
+    b = bq.star_table(truth, truth, background=50.0, noise=10.0)
     np.testing.assert_allclose(a[:, bq.SNR], 2 * b[:, bq.SNR])
 
 
@@ -99,7 +132,7 @@ def test_summary_keeps_detections_and_looks_for_halos_around_bright_stars():
 
 
 def test_summary_of_no_stars_is_empty_not_an_error():
-    empty = bq.star_table(np.full((1, 64, 64), 50.0), np.full((1, 64, 64), 50.0), sky=50.0, noise=5.0)
+    empty = bq.star_table(np.full((1, 64, 64), 50.0), np.full((1, 64, 64), 50.0), background=50.0, noise=5.0)
     assert empty.shape == (0, bq.COLUMNS)
     s = bq.summarise(empty)
     assert s["stars"] == 0 and np.isnan(s["flux_ratio"]) and np.isnan(s["halo"])
@@ -157,9 +190,9 @@ def test_local_snr_counts_the_shot_noise_of_the_emission_under_a_star():
     import stars_by_local_snr as local
 
     truth, observed, _ = star_scene()
-    dark = local.local_snr_and_fwhm(truth, observed, truth, sky=50.0, gain=1.0)
+    dark = local.local_snr_and_fwhm(truth, observed, truth, background=50.0, gain=1.0)
     np.testing.assert_allclose(dark[:, 1], 1.0, atol=1e-9)  # the truth against itself
-    on_emission = local.local_snr_and_fwhm(truth, observed + 5000.0, truth, sky=50.0, gain=1.0)
+    on_emission = local.local_snr_and_fwhm(truth, observed + 5000.0, truth, background=50.0, gain=1.0)
     assert len(dark) >= 5 and np.all(on_emission[:, 0] < 0.2 * dark[:, 0])
 
 

@@ -184,6 +184,25 @@ def test_nebula_level_scales_the_emission_and_leaves_the_stars():
     assert (two - one).min() >= 0 and 50 < (two - one).mean() < 90  # level 10 -> 100, less the dark lanes' absorption
 
 
+@pytest.mark.parametrize("kind", SCENE_KINDS)
+def test_scene_stars_are_returned_apart(kind):
+    """``info["stars"]`` is the point sources alone: what is left is the extended light, with
+    no point source in it (so a benchmark can measure stars with the light taken out), and the
+    stars are the same point sources at every nebula level."""
+    scene, info = make_scene(11, (64, 64), channels=3, kind=kind)
+    stars, light = info["stars"], scene - info["stars"]
+    assert stars.shape == scene.shape and stars.max() > 0 and (light >= 0).all()
+    if kind == "stars":
+        assert not light.any()
+    else:
+        assert light.mean() > 0.2 * stars.mean()
+    if kind == "nebula":
+        dim, _ = make_scene(11, (64, 64), channels=3, kind=kind, nebula_level_log10=(1.0, 1.0))
+        bright, info_b = make_scene(11, (64, 64), channels=3, kind=kind, nebula_level_log10=(3.0, 3.0))
+        np.testing.assert_array_equal(info_b["stars"], make_scene(11, (64, 64), channels=3, kind=kind, nebula_level_log10=(1.0, 1.0))[1]["stars"])
+        np.testing.assert_allclose(bright - info_b["stars"], 100 * (dim - info_b["stars"]), rtol=1e-9)
+
+
 def test_unknown_scene_kind():
     with pytest.raises(ValueError, match="unknown scene kind"):
         make_scene(0, (8, 8), kind="comet")

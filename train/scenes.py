@@ -81,8 +81,10 @@ def star_field(rng, shape, channels, target_fwhm, density=None, peak_flux=None) 
     return _render_points(shape, ys, xs, fluxes[None, :] * star_colours(rng, n, channels), target_fwhm)
 
 
-def galaxy(rng, shape, channels, target_fwhm) -> np.ndarray:
-    """A bulge + inclined disk + knots galaxy (galsim), with a dust lane, plus field stars."""
+def galaxy(rng, shape, channels, target_fwhm) -> tuple[np.ndarray, np.ndarray]:
+    """A bulge + inclined disk + knots galaxy (galsim), with a dust lane; and field stars.
+
+    Returns the galaxy's light and the stars apart (each ``(C, H, W)``)."""
     import galsim
 
     h, w = shape
@@ -122,7 +124,7 @@ def galaxy(rng, shape, channels, target_fwhm) -> np.ndarray:
         across = -(xx - cx) * np.sin(ang) + (yy - cy) * np.cos(ang)
         depth = rng.uniform(0.4, 0.9)
         scene *= 1 - depth * np.exp(-0.5 * (across / (0.15 * size * q + 0.7)) ** 2)
-    return scene + star_field(rng, shape, channels, target_fwhm, density=10 ** rng.uniform(-3.3, -2.3))
+    return scene, star_field(rng, shape, channels, target_fwhm, density=10 ** rng.uniform(-3.3, -2.3))
 
 
 def turbulence(rng, shape, slope: float) -> np.ndarray:
@@ -145,8 +147,10 @@ def turbulence(rng, shape, slope: float) -> np.ndarray:
 NEBULA_LEVEL_LOG10 = (0.5, 2.5)
 
 
-def nebula(rng, shape, channels, target_fwhm, level_log10: tuple[float, float] = NEBULA_LEVEL_LOG10) -> np.ndarray:
-    """Emission nebula: log-normal turbulent texture with filaments and dark lanes, plus stars."""
+def nebula(rng, shape, channels, target_fwhm, level_log10: tuple[float, float] = NEBULA_LEVEL_LOG10) -> tuple[np.ndarray, np.ndarray]:
+    """Emission nebula: log-normal turbulent texture with filaments and dark lanes; and stars.
+
+    Returns the emission and the stars apart (each ``(C, H, W)``)."""
     level = 10 ** rng.uniform(*level_log10)
     n_lines = 1 if channels == 1 else 2
     lines = []
@@ -167,7 +171,7 @@ def nebula(rng, shape, channels, target_fwhm, level_log10: tuple[float, float] =
     from scipy.ndimage import gaussian_filter
 
     scene = np.stack([gaussian_filter(c, target_fwhm / FWHM_PER_SIGMA, mode="wrap") for c in scene])
-    return scene + star_field(rng, shape, channels, target_fwhm)
+    return scene, star_field(rng, shape, channels, target_fwhm)
 
 
 def make_scene(seed: int, shape: tuple[int, int], channels: int | None = None, kind: str | None = None, target_fwhm: float | None = None, nebula_level_log10: tuple[float, float] = NEBULA_LEVEL_LOG10) -> tuple[np.ndarray, dict]:
@@ -193,14 +197,21 @@ def make_scene(seed: int, shape: tuple[int, int], channels: int | None = None, k
     scene : numpy.ndarray
         ``(C, H, W)`` float64, linear flux above the sky.
     info : dict
-        ``kind``, ``channels``, ``target_fwhm``.
+        ``kind``, ``channels``, ``target_fwhm``, and ``stars``: the scene's stars alone,
+        ``(C, H, W)`` (the rest is the extended light under them: a galaxy and its knots, a
+        nebula), so a benchmark can measure stars with the light under them taken out exactly.
     """
     rng = np.random.default_rng(seed)
     kind = kind or SCENE_KINDS[int(rng.integers(len(SCENE_KINDS)))]
     channels = channels or (1 if rng.uniform() < 0.3 else 3)
     target_fwhm = target_fwhm or rng.uniform(1.0, 1.5)
-    makers = {"stars": star_field, "galaxy": galaxy, "nebula": partial(nebula, level_log10=nebula_level_log10)}
+    makers = {"stars": _stars_alone, "galaxy": galaxy, "nebula": partial(nebula, level_log10=nebula_level_log10)}
     if kind not in makers:
         raise ValueError(f"unknown scene kind {kind!r}; choose one of {SCENE_KINDS}")
-    scene = makers[kind](rng, shape, channels, target_fwhm)
-    return scene, {"kind": kind, "channels": channels, "target_fwhm": target_fwhm}
+    light, stars = makers[kind](rng, shape, channels, target_fwhm)
+    return light + stars, {"kind": kind, "channels": channels, "target_fwhm": target_fwhm, "stars": stars}
+
+
+def _stars_alone(rng, shape, channels, target_fwhm) -> tuple[np.ndarray, np.ndarray]:
+    """A star field as ``(light, stars)``: no extended light."""
+    return np.zeros((channels, *shape)), star_field(rng, shape, channels, target_fwhm)
