@@ -3,7 +3,7 @@
 The network sees the image on an asinh stretch (:mod:`astroswin.engine.normalize`) that is
 nearly logarithmic over bright emission, so a star sitting on a bright nebula reaches it as a
 small bump and comes back ~2x too wide, even at SNR >= 100 against the local noise
-(``scripts/stars_by_local_snr.py``). Taking out the smooth emission first (a running median,
+(``bench/faint.md``, by SNR for every scene kind). Taking out the smooth emission first (a running median,
 which passes over stars) and adding it back afterwards shows the network the stars on flat sky,
 where it was trained to restore them. The emission put back is the input's own, so the flux
 is kept exactly; structure finer than the median's window stays in and is restored as before.

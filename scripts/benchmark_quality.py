@@ -87,6 +87,8 @@ def make_case(seed: int, kind: str, blur: float, sky: float, gain: float, size: 
     rng = np.random.default_rng(seed)
     observed = add_noise(rng, convolve(scene, [kernel] * scene.shape[0]), sky, gain, READ_NOISE)
     light = scene - info["stars"] * brightness
+    # The light is blurred again, apart: reusing the observation's blur would need the stars
+    # blurred apart too, and changing how the observation is computed changes its bits.
     variance = (np.clip(convolve(light, [kernel] * light.shape[0]), 0, None) + sky) / gain + READ_NOISE**2
     return Case(scene + sky, observed, kernel, light + sky, np.sqrt(variance.sum(0)) / len(variance))
 

@@ -40,19 +40,24 @@ def test_stars_on_a_nebula_are_measured_without_the_emission():
 
 
 def test_case_noise_is_the_observed_noise_of_the_light_under_the_stars():
-    """On a star field the noise map is the frame's noise as measured from the data; on a
-    nebula it follows the emission's shot noise, which is what hides faint stars there."""
+    """The noise map is the observation's actual noise, both where the nebula's shot noise
+    dominates and where the read noise does (gain 4, sky 2: a wrong gain or a missing read
+    noise term is off by 2x or more in one of the two); on a nebula it follows the emission."""
     from astroswin.engine.normalize import robust_noise
 
     case = bq.make_case(bq.SEED_BASE + 7, "stars", 3.5, 50.0, 1.0, 128)
-    assert np.ptp(case.noise) == 0 and case.noise[0, 0] == pytest.approx(robust_noise(case.observed.mean(0)), rel=0.1)
-    nebula = bq.make_case(bq.SEED_BASE + 7, "nebula", 4.5, 100.0, 1.0, 128)
+    assert np.ptp(case.noise) == 0 and case.noise[0, 0] == pytest.approx(robust_noise(case.observed.mean(0)), rel=0.15)
+    sky = 2.0
+    nebula = bq.make_case(bq.SEED_BASE + 7, "nebula", 3.0, sky, 4.0, 128, brightness=1.0)
+    expected = bq.convolve(nebula.truth - sky, [nebula.kernel] * 3) + sky  # the sky outside the frame too
+    z = (nebula.observed - expected).mean(0) / nebula.noise
     light = nebula.background.mean(0)
     bright, faint = light > np.percentile(light, 75), light < np.percentile(light, 25)
-    assert np.median(nebula.noise[bright]) > 1.2 * np.median(nebula.noise[faint])
-    expected = bq.convolve(nebula.truth - 100.0, [nebula.kernel] * 3) + 100.0  # the sky outside the frame too
-    residual = (nebula.observed - expected).mean(0)
-    assert np.std(residual / nebula.noise) == pytest.approx(1.0, rel=0.05)  # the map is the actual noise
+    assert np.median(nebula.noise[bright]) > 1.1 * np.median(nebula.noise[faint])
+    shot = (np.clip(expected - sky, 0, None) / 4.0).mean(0)
+    assert np.median(shot[faint]) < bq.READ_NOISE**2 < np.median(shot[bright])  # one regime each
+    for region in (bright, faint):
+        assert np.std(z[region]) == pytest.approx(1.0, rel=0.06)
 
 
 def test_truth_against_itself_measures_unity():
@@ -186,14 +191,19 @@ def test_total_flux_is_unity_for_the_truth_and_sees_dimming():
     assert bq.total_flux_ratio(dimmed, truth, 50.0) == pytest.approx(0.9)
 
 
-def test_local_snr_counts_the_shot_noise_of_the_emission_under_a_star():
-    import stars_by_local_snr as local
-
-    truth, observed, _ = star_scene()
-    dark = local.local_snr_and_fwhm(truth, observed, truth, background=50.0, gain=1.0)
-    np.testing.assert_allclose(dark[:, 1], 1.0, atol=1e-9)  # the truth against itself
-    on_emission = local.local_snr_and_fwhm(truth, observed + 5000.0, truth, background=50.0, gain=1.0)
-    assert len(dark) >= 5 and np.all(on_emission[:, 0] < 0.2 * dark[:, 0])
+def test_snr_is_against_the_noise_under_each_star():
+    """SNR is the aperture flux over the noise summed in that aperture: a star where the noise
+    map is 10x higher (a bright nebula's shot noise) has 10x lower SNR."""
+    truth, _, _ = star_scene()
+    flat = bq.star_table(truth, truth, background=50.0, noise=5.0)
+    xx = np.arange(truth.shape[-1])[None, :]
+    noise = np.broadcast_to(np.where(xx < 48, 5.0, 50.0), truth.shape[-2:])
+    mapped = bq.star_table(truth, truth, background=50.0, noise=noise)
+    xs = np.array([x for _, x, _, _ in bq.point_sources(truth.mean(0) - 50.0)])
+    left, right = xs < 40, xs > 56  # apertures wholly on one side (r < 7 px)
+    assert left.any() and right.any()
+    np.testing.assert_allclose(mapped[left, bq.SNR], flat[left, bq.SNR], rtol=1e-9)
+    np.testing.assert_allclose(mapped[right, bq.SNR], flat[right, bq.SNR] / 10, rtol=1e-9)
 
 
 def test_star_contrast_is_the_peak_over_the_emission_around_it():
