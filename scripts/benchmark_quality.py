@@ -141,8 +141,8 @@ MIN_SNR = 5.0
 HALO_SNR = 20.0
 #: FWHM is also reported over stars at least this bright. Fainter ones on a nebula sit in its
 #: shot noise, and the restored light around them (the nebula's, got a little wrong) outweighs
-#: them: there the fit fails for 35-90% of the stars at SNR 5-30, for the model, RL and Wiener
-#: alike (``faint.md``), so that median tells a noise limit, not how sharp stars come back.
+#: them: at SNR 5-30 the fit fails for 35-88% of the model's stars and 18-82% of RL's per SNR
+#: bin (2026-11-27, ``faint.md``), so that median tells a noise limit, not how sharp stars are.
 BRIGHT_FWHM_SNR = 30.0
 #: A realization's own median FWHM is reported with at least this many detected stars.
 MIN_SCENE_STARS = 5
