@@ -241,8 +241,8 @@ def summarise(stars: np.ndarray) -> dict:
 def per_scene_fwhm(stars: np.ndarray) -> float:
     """One realization's median FWHM ratio over its detected stars; NaN with fewer than
     ``MIN_SCENE_STARS``. The pooled median weighs a realization by its star count, so a
-    crowded scene restored well can hide a sparse one restored badly (the nebulae: a faint
-    nebula with 58 stars at 1.22x and a bright one with 6 at 8.18x pool to 1.30x)."""
+    crowded scene restored well can hide a sparse one restored badly (a faint nebula with
+    many stars and a bright one with few)."""
     det = stars[stars[:, SNR] >= MIN_SNR]
     return round(_median(det[:, FWHM]), 2) if len(det) >= MIN_SCENE_STARS else float("nan")
 
