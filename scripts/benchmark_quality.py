@@ -15,6 +15,8 @@ fields and nebula fields, all linear, with sky and shot/read noise. For each sce
   the true peak).
   Each row averages ``--realizations`` independent scenes and pools their stars; star metrics
   use the detected ones (SNR >= 5, see ``MIN_SNR``), and fainter ones are tabled by SNR.
+  Stars are measured with the truth's light under them (sky, nebula, galaxy) taken out of the
+  truth and the result alike (:func:`star_table`).
 
 Writes ``OUT/quality.md`` (every method on every scene), ``OUT/summary.md`` (one row per
 scene: PSNR of each method and the model's star metrics), ``OUT/faint.md`` (flux and FWHM by
@@ -134,8 +136,9 @@ def psnr_ssim(result, truth, params):
 #: in the photometric aperture over the noise of the light under it summed in that aperture:
 #: the sky's and any nebula's or galaxy's shot noise and the read noise, :attr:`Case.noise`;
 #: the star's own shot noise ignored) of at least 5, catalogues' usual limit. On a bright
-#: nebula a star as bright as a detection on dark sky is lost in the emission's shot noise. Fainter ones are tabled
-#: apart, by SNR, in ``faint.md``: their single-star ratios are mostly noise (1/SNR or more).
+#: nebula a star as bright as a detection on dark sky is lost in the emission's shot noise.
+#: Fainter ones are tabled apart, by SNR, in ``faint.md``: their single-star ratios are mostly
+#: noise (1/SNR or more).
 MIN_SNR = 5.0
 #: Halos are looked for around bright stars, where ringing shows; near the noise a ring is noise.
 HALO_SNR = 20.0
@@ -161,8 +164,7 @@ def point_sources(lum_t: np.ndarray):
 
     Peaks of the truth (``lum_t``: the stars' luminance, the light under them taken out, see
     :func:`star_table`) whose FWHM fits below ``POINT_SOURCE_FWHM``; blends, and peaks whose
-    fit fails, are not stars. The
-    aperture is r = 2.5 x true FWHM + 2 px.
+    fit fails, are not stars. The aperture is r = 2.5 x true FWHM + 2 px.
     """
     for y, x in find_stars(lum_t, threshold=max(50.0, 0.02 * lum_t.max()), min_separation=9, border=12, max_stars=200):
         ft = fwhm(lum_t, y, x, radius=6)
@@ -183,8 +185,7 @@ def star_table(result, truth, background, noise):
     star stays in the result, and is measured with it.
 
     Columns: SNR (see ``MIN_SNR``; ``noise`` is the observed luminance's sigma, a level or an
-    ``(H, W)`` map, :attr:`Case.noise`), FWHM ratio to the
-    truth (inf where the result's fit fails: a star a method erased counts against it), flux
+    ``(H, W)`` map, :attr:`Case.noise`), FWHM ratio to the truth (inf where the result's fit fails: a star a method erased counts against it), flux
     ratio in the photometric aperture (r = 2.5 x true FWHM + 2 px), flux ratio at r = 10 px
     (which also holds what a restoration leaves in the PSF's wings: the two together tell flux
     lost from flux not yet brought into the core), then each 1 px ring's mean from 2 to 10 px
@@ -221,8 +222,9 @@ def _median(values: np.ndarray) -> float:
 
 def summarise(stars: np.ndarray) -> dict:
     """Medians over the detected stars (SNR >= MIN_SNR) with the flux median's bootstrap
-    standard error, the FWHM median over stars of SNR >= BRIGHT_FWHM_SNR, and the halo depth: the darkest ring of the bright stars' (SNR >=
-    HALO_SNR) mean profile, so ringing common to all stars shows and one noisy ring does not."""
+    standard error, the FWHM median over stars of SNR >= BRIGHT_FWHM_SNR, and the halo depth:
+    the darkest ring of the bright stars' (SNR >= HALO_SNR) mean profile, so ringing common to
+    all stars shows and one noisy ring does not."""
     det = stars[stars[:, SNR] >= MIN_SNR]
     bright = stars[stars[:, SNR] >= HALO_SNR]
     flux = det[:, FLUX]
