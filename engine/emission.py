@@ -3,10 +3,11 @@
 The network sees the image on an asinh stretch (:mod:`astroswin.engine.normalize`) that is
 nearly logarithmic over bright emission, so a star sitting on a bright nebula reaches it as a
 small bump and comes back ~2x too wide, even at SNR >= 100 against the local noise
-(``bench/faint.md``, by SNR for every scene kind). Taking out the smooth emission first (a running median,
-which passes over stars) and adding it back afterwards shows the network the stars on flat sky,
-where it was trained to restore them. The emission put back is the input's own, so the flux
-is kept exactly; structure finer than the median's window stays in and is restored as before.
+(``bench/faint.md``, by SNR for every scene kind). Taking out the smooth emission first (a
+running median, which passes over stars) and adding it back afterwards shows the network the
+stars on flat sky, where it was trained to restore them. The emission put back is the input's
+own, so the flux is kept exactly; structure finer than the median's window stays in and is
+restored as before.
 
 Measured on the quality benchmark (``scripts/benchmark_quality.py``), bundled model, stars
 measured with the nebula under them taken out (as the benchmark does since 2026-11-27): stars
@@ -36,7 +37,7 @@ BIN_DIVISOR = 6
 BLOCK_PERCENTILE = 25.0
 #: Pixels per band, when binning (whole bin rows) and when adding the emission back: 4 MB of
 #: float32, so the step's temporaries stay near 20 MB whatever the frame's size.
-_BAND_VALUES = 1 << 20
+BAND_VALUES = 1 << 20
 
 
 class EmissionMap:
@@ -85,13 +86,6 @@ class EmissionMap:
         """``(C, stop - start, W)``: whole rows ``start:stop``."""
         return self.at(np.arange(start, stop), np.arange(self.shape[1]))
 
-    def add_to(self, out: np.ndarray) -> None:
-        """``out += emission`` for an ``(C, H, W)`` array, in bands of ~4 MB of rows."""
-        h, w = self.shape
-        step = max(1, _BAND_VALUES // (out.shape[0] * w))
-        for start in range(0, h, step):
-            out[:, start : start + step] += self.rows(start, min(h, start + step))
-
 
 def smooth_emission(image: np.ndarray, scale: int, background: np.ndarray) -> EmissionMap:
     """The smooth emission: a running median of ``scale`` px, relative to the frame's median.
@@ -122,7 +116,7 @@ def smooth_emission(image: np.ndarray, scale: int, background: np.ndarray) -> Em
     factor = max(1, scale // BIN_DIVISOR)
     window = max(3, int(round(scale / factor)))
     hb, wb = -(-h // factor), -(-w // factor)
-    band = max(1, _BAND_VALUES // (wb * factor * factor))  # bin rows per band
+    band = max(1, BAND_VALUES // (wb * factor * factor))  # bin rows per band
     binned = np.empty((c, hb, wb), dtype=np.float32)
     for channel in range(c):
         sky = np.float32(background[channel])

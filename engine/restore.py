@@ -27,7 +27,7 @@ import torch
 
 from . import tiling
 from .device import autocast, resolve_device, resolve_precision
-from .emission import EMISSION_SCALE, EmissionMap, smooth_emission
+from .emission import BAND_VALUES, EMISSION_SCALE, EmissionMap, smooth_emission
 from .errors import EngineError
 from .normalize import Stretch, estimate_stretch, stretch, unstretch
 
@@ -481,7 +481,8 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
         del source
         out = out.cpu().numpy()
     if emission is not None:
-        emission.add_to(out)
+        for a, b in _row_blocks(h, w, c, budget=BAND_VALUES):  # ~4 MB of emission at a time
+            out[:, a:b] += emission.rows(a, b)
     _finish(out, image, settings.strength, saturation_level(image, params))
     return out[0] if data.ndim == 2 else out
 
