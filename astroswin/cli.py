@@ -20,7 +20,7 @@ from astroswin import __version__
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
-KNOWN_SUFFIXES = (".fits", ".fit", ".fts", ".xisf", ".tif", ".tiff")
+KNOWN_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".xisf", ".tif", ".tiff")  # .fz: fpack-compressed FITS
 CANONICAL_SUFFIX = {"fits": ".fits", "xisf": ".xisf", "tiff": ".tif"}
 
 
@@ -58,8 +58,9 @@ def output_path(source: Path, fmt: str, output: Path | None, output_dir: Path | 
         return output
     from astroswin.engine.io import FORMATS
 
-    ext = source.suffix if source.suffix.lower() in FORMATS[fmt] else CANONICAL_SUFFIX[fmt]
-    return (output_dir or source.parent) / f"{source.stem}{suffix}{ext}"
+    name = source.with_suffix("") if source.suffix.lower() == ".fz" else source  # m31.fits.fz -> m31.fits (written uncompressed)
+    ext = name.suffix if name.suffix.lower() in FORMATS[fmt] else CANONICAL_SUFFIX[fmt]
+    return (output_dir or source.parent) / f"{name.stem}{suffix}{ext}"
 
 
 class Progress:
@@ -97,9 +98,11 @@ class Progress:
 
 def restore_file(source: Path, target: Path, model, model_name: str, settings, progress: Progress, overwrite: bool, dtype: str) -> float:
     """Read, restore and atomically write one file; returns the seconds it took."""
+    import numpy as np
+
     from astroswin.engine import count_tiles, restore_array
     from astroswin.engine.device import resolve_device, resolve_precision
-    from astroswin.engine.io import check_output, read_image, write_image
+    from astroswin.engine.io import check_output, clip_ceiling, output_format, read_image, write_image
 
     start = time.perf_counter()
     if target.resolve() == source.resolve():
@@ -113,7 +116,12 @@ def restore_file(source: Path, target: Path, model, model_name: str, settings, p
         progress.close()
     device = resolve_device(settings.device)
     history = [f"AstroSWIN {__version__}: model={model_name} strength={settings.strength:.2f} emission_scale={settings.emission_scale}", "AstroSWIN tile={} overlap={} precision={}".format(*settings.tiling(device), resolve_precision(settings.precision, device))]
-    write_image(target, restored, image, dtype=None if dtype == "auto" else dtype, history=history, overwrite=overwrite)
+    fmt, store = output_format(target, image, dtype=None if dtype == "auto" else dtype)
+    write_image(target, restored, image, fmt=fmt, dtype=store, history=history, overwrite=overwrite)
+    ceiling = clip_ceiling(fmt, store, image)
+    clipped = 0 if ceiling is None else int(np.count_nonzero(restored > ceiling))
+    if clipped:
+        click.echo(f"astroswin: warning: {target}: {clipped} restored pixels above {ceiling:g} were clipped to fit {fmt.upper()} {store}; a float32 FITS or TIFF keeps them", err=True)
     return time.perf_counter() - start
 
 
@@ -186,13 +194,17 @@ def restore(inputs, output, output_dir, suffix, overwrite, model_name, strength,
         error("interrupted; no output written")
         sys.exit(EXIT_INTERRUPTED)
     ok = 0
+    written: dict[Path, Path] = {}  # output -> the input it came from, this run
     for source in files:
         message = None
         try:
             from astroswin.engine.io import sniff_format
 
             target = output_path(source, sniff_format(source), output, output_dir, suffix)
+            if target.resolve() in written:  # two inputs, one output name: never replace this run's own output
+                raise _FileError(f"its output {target} was written from {written[target.resolve()]} in this run; give the inputs distinct names or output folders")
             seconds = restore_file(source, target, model, model_name, settings, progress, overwrite, dtype)
+            written[target.resolve()] = source
         except (EngineError, _FileError) as exc:
             message = str(exc)
         except KeyboardInterrupt:
@@ -224,12 +236,13 @@ def restore(inputs, output, output_dir, suffix, overwrite, model_name, strength,
 @cli.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("astroswin-demo"), show_default=True, help="Folder for the demo's files.")
 @click.option("--model", "model_name", default="small", show_default=True, help="Model to demonstrate.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="Where the network runs (auto: a GPU if there is one).")
 def demo(out_dir: Path, model_name: str, device: str) -> None:
     """Restore the bundled sample (a synthetic, blurred and noisy star field with a galaxy).
 
-    Writes the input, the restored image (FITS) and a side-by-side PNG into --out, and prints
-    the measured median star FWHM before and after.
+    Writes sample_input.fits, sample_restored.fits and sample_before_after.png into --out,
+    replacing the demo's own files from an earlier run, and prints the measured median star
+    FWHM before and after.
     """
     from importlib.resources import files
 

@@ -38,7 +38,8 @@ class Image:
     format : str
         ``fits``, ``xisf`` or ``tiff`` (from the file's content).
     dtype : numpy.dtype
-        Sample type stored in the file (before any BZERO/BSCALE scaling).
+        Sample type of the values, native byte order: a FITS 16-bit camera frame (``BITPIX =
+        16``, ``BZERO = 32768``) is ``uint16``; other scaled FITS data is float.
     header : astropy.io.fits.Header or None
         FITS header of the image HDU (structural keywords included; dropped on write).
     xisf_metadata : dict
@@ -58,6 +59,8 @@ class Image:
 
 def sniff_format(path: Path) -> str:
     """``fits``, ``xisf`` or ``tiff`` from the first bytes; EngineError for anything else."""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise EngineError("not a regular file (a device, pipe or socket)")  # a FIFO would block
     try:
         with open(path, "rb") as fh:
             head = fh.read(16)
@@ -125,25 +128,52 @@ def _read_fits(path: Path, memmap: bool) -> Image:
             for hdu in hdul:
                 if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) or hdu.header.get("NAXIS", 0) == 0:
                     continue
-                compressed = isinstance(hdu, fits.CompImageHDU)
-                if memmap and not compressed and any(k in hdu.header for k in ("BZERO", "BSCALE", "BLANK")):
-                    raise _NeedsLoading
+                if memmap and any(k in hdu.header for k in ("BZERO", "BSCALE", "BLANK")):
+                    raise _NeedsLoading  # astropy cannot memory-map scaled data, compressed or not
                 data = hdu.data
                 if data is None:
                     continue
-                bitpix = hdu.header.get("ZBITPIX", hdu.header["BITPIX"]) if compressed else hdu.header["BITPIX"]
-                stored = np.dtype(fits.BITPIX2DTYPE[bitpix])
+                header = hdu.header.copy()
+                if hdu is not hdul[0] and header.get("INHERIT", False):
+                    header = _inherit(hdul[0].header, header)
                 # Big-endian as stored: tiles are converted as they are read, no full copy.
                 # Read-only: the input is never modified, and the engine may drop the pages
                 # of a memory map it has read (see restore.release_pages).
-                data = check_image_shape(data).view()
+                dtype = data.dtype.newbyteorder("=")
+                data = check_image_shape(_blank_to_nan(data, hdu.header)).view()
                 data.flags.writeable = False
-                return Image(data=data, format="fits", dtype=stored, header=hdu.header.copy())
+                return Image(data=data, format="fits", dtype=dtype, header=header)
     except (EngineError, _NeedsLoading):
         raise
     except Exception as exc:  # astropy raises many types on truncated/corrupt files
         raise EngineError(f"not a readable FITS file ({_first_line(exc)})") from None
     raise EngineError("the FITS file holds no image (only tables or empty HDUs)")
+
+
+def _blank_to_nan(data: np.ndarray, header) -> np.ndarray:
+    """Integer data with its FITS ``BLANK`` (undefined) pixels as NaN, in float32: restored
+    as missing, never as real zeros (a 0 in a sky of 1000 rings like a black hole)."""
+    blank = header.get("BLANK", header.get("ZBLANK"))
+    if blank is None or data.dtype.kind not in "ui":
+        return data
+    value = blank * header.get("BSCALE", 1.0) + header.get("BZERO", 0.0)  # as astropy scaled the data
+    missing = data == value
+    if not missing.any():
+        return data
+    out = data.astype(np.float32)
+    out[missing] = np.nan
+    return out
+
+
+def _inherit(primary, extension):
+    """The extension's header with the primary's keywords it lacks (FITS ``INHERIT = T``: an
+    observatory's OBJECT, EXPTIME, INSTRUME... live in the primary header)."""
+    header = extension.copy()
+    for card in primary.cards:
+        key = card.keyword
+        if key and key not in _STRUCTURAL and key not in header and not key.startswith("NAXIS"):
+            header.append(card, end=True)
+    return header
 
 
 def read_xisf(path: Path) -> Image:
@@ -226,17 +256,26 @@ def fits_header(source, history: list[str]):
 
     header = fits.Header()
     if source is not None:
-        for card in source.cards:
-            key = card.keyword
-            if key in _STRUCTURAL or key.startswith(_COMPRESSION) or key.startswith("NAXIS") or key in ("", "END"):
-                continue
-            try:
-                header.append(card.copy() if hasattr(card, "copy") else (card.keyword, card.value, card.comment), end=True)
-            except (ValueError, fits.VerifyError):
-                continue  # a card astropy cannot re-serialise (e.g. non-ASCII): skip it, keep the rest
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # HIERARCH cards: astropy warns, and keeps them
+            _copy_cards(source, header)
     for line in history:
         header.add_history(line)
     return header
+
+
+def _copy_cards(source, header) -> None:
+    """Append ``source``'s cards to ``header``, layout and compression keywords left out."""
+    from astropy.io import fits
+
+    for card in source.cards:
+        key = card.keyword
+        if key in _STRUCTURAL or key.startswith(_COMPRESSION) or key.startswith("NAXIS") or key in ("", "END"):
+            continue
+        try:
+            header.append(card.copy() if hasattr(card, "copy") else (card.keyword, card.value, card.comment), end=True)
+        except (ValueError, fits.VerifyError):
+            continue  # a card astropy cannot re-serialise (e.g. non-ASCII): skip it, keep the rest
 
 
 def write_fits(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype, history: list[str]) -> None:
@@ -251,13 +290,52 @@ def write_fits(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype
         hdu.writeto(tmp, output_verify="silentfix")
 
 
+#: Keywords whose value is free text, not FITS value syntax.
+_COMMENTARY = ("HISTORY", "COMMENT", "")
+
+
+def _keyword_text(name: str, value) -> str:
+    """A FITS keyword's value as an XISF ``FITSKeyword`` holds it: FITS value syntax, as
+    PixInsight writes it (strings quoted, logicals T/F, numbers bare)."""
+    if name in _COMMENTARY:
+        return str(value)
+    if isinstance(value, (bool, np.bool_)):
+        return "T" if value else "F"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return str(value)
+
+
+def _fits_value(name: str, text):
+    """The typed value of an XISF ``FITSKeyword``'s text: a number stays a number, so a WCS
+    (CRVAL, CD...) still reads as one once written to FITS; quotes are taken off strings.
+    (The xisf package hands strings back unquoted, so a string that reads as a number, such
+    as FILTER = '2', becomes one.) Values already typed (from a FITS header) pass through."""
+    if not isinstance(text, str):
+        return text
+    text = text.strip()
+    if name in _COMMENTARY:
+        return text
+    if len(text) >= 2 and text[0] == "'" and text[-1] == "'":
+        return text[1:-1].replace("''", "'").rstrip()
+    if text in ("T", "F"):
+        return text == "T"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+
 def _fitskeywords_into_header(header, xisf_metadata: dict) -> None:
     for name, values in xisf_metadata.get("FITSKeywords", {}).items():
         if name in _STRUCTURAL or name.startswith("NAXIS"):
             continue
         for entry in values:
             try:
-                header.append((name, entry.get("value", ""), entry.get("comment", "")), end=True)
+                header.append((name, _fits_value(name, entry.get("value", "")), entry.get("comment", "")), end=True)
             except ValueError:
                 continue
 
@@ -274,7 +352,7 @@ def write_xisf(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype
         metadata.setdefault("FITSKeywords", {})
     elif image is not None and image.header is not None:
         for card in fits_header(image.header, []).cards:
-            metadata["FITSKeywords"].setdefault(card.keyword, []).append({"value": str(card.value), "comment": card.comment})
+            metadata["FITSKeywords"].setdefault(card.keyword, []).append({"value": card.value, "comment": card.comment})
     dtype = np.dtype(dtype)
     stored = data
     if dtype.kind == "f":
@@ -286,8 +364,11 @@ def write_xisf(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype
             metadata.setdefault("XISFProperties", {})["AstroSWIN:Scale"] = {"id": "AstroSWIN:Scale", "type": "Float64", "value": scale}
             metadata["FITSKeywords"]["ASWSCALE"] = [{"value": repr(scale), "comment": "AstroSWIN: original = stored * ASWSCALE"}]
         stored = np.clip(stored, 0.0, 1.0)
-    keywords = metadata["FITSKeywords"]
-    keywords["HISTORY"] = list(keywords.get("HISTORY", [])) + [{"value": line, "comment": ""} for line in history]
+    # FITS value syntax throughout (the xisf package hands strings back unquoted): strings
+    # quoted, numbers bare, so PixInsight and FITS writers read the types back.
+    keywords = {name: [{**entry, "value": _keyword_text(name, _fits_value(name, entry.get("value", "")))} for entry in entries] for name, entries in metadata["FITSKeywords"].items()}
+    keywords["HISTORY"] = keywords.get("HISTORY", []) + [{"value": line, "comment": ""} for line in history]
+    metadata["FITSKeywords"] = keywords
     hwc = np.moveaxis(to_storage(stored if stored.ndim == 3 else stored[None], dtype), 0, -1)
     XISF.write(str(tmp), np.ascontiguousarray(hwc), creator_app=_creator(), image_metadata=metadata, codec=None)
 
@@ -326,6 +407,25 @@ def default_dtype(fmt: str, image: Image | None) -> np.dtype:
         return np.dtype(np.float32)
     dtype = np.dtype(image.dtype)
     return np.dtype(np.float32) if dtype.kind == "f" else dtype
+
+
+def output_format(path: Path, source: Image | None, fmt: str | None = None, dtype=None) -> tuple[str, np.dtype]:
+    """The format and sample type :func:`write_image` stores ``path`` in: ``fmt`` or the
+    extension's (else the source's, else FITS); ``dtype`` or :func:`default_dtype`."""
+    fmt = fmt or format_for_suffix(Path(path)) or (source.format if source else "fits")
+    return fmt, np.dtype(dtype) if dtype is not None else default_dtype(fmt, source)
+
+
+def clip_ceiling(fmt: str, dtype: np.dtype, source: Image | None) -> float | None:
+    """The largest value such an output holds, or None where nothing is clipped: an integer
+    type's maximum, or 1.0 for XISF floats from an input within [0, 1] (:func:`write_xisf`).
+    A restoration concentrates stars' light, so their peaks can pass what the input held."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        return float(np.iinfo(dtype).max)
+    if fmt == "xisf" and not (source is not None and _input_peak(source) > 1.0):
+        return 1.0
+    return None
 
 
 def _check_target(path: Path, folder: Path, overwrite: bool) -> None:
@@ -384,8 +484,7 @@ def write_image(path: str | Path, data: np.ndarray, source: Image | None = None,
         A folder or a special file (device, pipe, socket) is never replaced.
     """
     path = Path(path)
-    fmt = fmt or format_for_suffix(path) or (source.format if source else "fits")
-    dtype = np.dtype(dtype) if dtype is not None else default_dtype(fmt, source)
+    fmt, dtype = output_format(path, source, fmt, dtype)
     folder = path.parent if str(path.parent) else Path(".")
     _check_target(path, folder, overwrite)
     tmp = None

@@ -112,6 +112,30 @@ def test_batch_goes_on_after_a_failure_and_exits_nonzero(tmp_path, tiny_model_di
     assert "b.fits: empty file" in result.stderr
 
 
+def test_two_inputs_never_share_an_output(tmp_path, tiny_model_dir):
+    """Same name in two folders, one --output-dir: --overwrite replaces earlier runs' files,
+    never this run's own."""
+    for sub, value in (("d1", 1.0), ("d2", 2.0)):
+        (tmp_path / sub).mkdir()
+        fits.PrimaryHDU(np.full((20, 20), value, np.float32)).writeto(tmp_path / sub / "a.fits")
+    (tmp_path / "out").mkdir()
+    result = run("restore", tmp_path / "d1", tmp_path / "d2", "--output-dir", tmp_path / "out", "--overwrite", "--model", tiny_model_dir, "--progress", "none")
+    assert result.returncode == 1 and "1 restored, 1 failed" in result.stdout
+    assert "was written from" in result.stderr and str(tmp_path / "d1" / "a.fits") in result.stderr
+    assert np.median(fits.getdata(tmp_path / "out" / "a_astroswin.fits")) == pytest.approx(1.0, abs=0.05)
+
+
+def test_fpacked_fits_in_a_folder_is_restored_under_a_plain_name(tmp_path, tiny_model_dir):
+    h = fits.Header()
+    h["HIERARCH ESO DET GAIN"] = 1.5  # astropy warns about such cards unless told not to
+    data = np.random.default_rng(0).normal(1000, 20, (24, 24)).astype(np.float32)
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data, h)]).writeto(tmp_path / "m31.fits.fz")
+    result = run("restore", tmp_path, "--model", tiny_model_dir, "--progress", "none")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    out = fits.getheader(tmp_path / "m31_astroswin.fits")
+    assert out["ESO DET GAIN"] == 1.5
+
+
 def test_json_progress_contract(mono_fits, tiny_model_dir):
     """The contract the PixInsight script reads: JSON lines only on stdout, in this order."""
     out = mono_fits.with_name("out.fits")
@@ -168,3 +192,20 @@ def test_emission_scale_is_recorded_and_checked(tmp_path, tiny_model_dir):
     result = run("restore", src, "--model", tiny_model_dir, "--progress", "none", "--emission-scale", "2", "-o", tmp_path / "x.fits")
     assert_one_error_line(result, "emission scale")
     assert not (tmp_path / "x.fits").exists()
+
+
+def test_clipped_highlights_are_reported(tmp_path):
+    """A uint16 output cannot hold a restored star brighter than 65535: the file is written,
+    and one warning line says how many pixels were clipped (bundled model, a blurred star
+    peaking at 30000 ADU)."""
+    yy, xx = np.mgrid[:48, :48]
+    star = 30000 * np.exp(-((yy - 24) ** 2 + (xx - 24) ** 2) / (2 * 2.5**2))
+    data = np.random.default_rng(0).poisson(1000 + star).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "star.tif", data)
+    result = run("restore", tmp_path / "star.tif", "--progress", "none")
+    assert result.returncode == 0, result.stderr
+    out = tifffile.imread(tmp_path / "star_astroswin.tif")
+    assert out.dtype == np.uint16 and out.max() == 65535
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("astroswin: warning:") and "clipped" in lines[0]
+    assert int(lines[0].split(": ")[3].split()[0]) == np.count_nonzero(out == 65535)

@@ -41,6 +41,78 @@ def test_fits_bzero_uint16_is_read_unsigned(tmp_path):
     np.testing.assert_array_equal(np.asarray(image.data, np.float64), data.astype(np.float64))
 
 
+@pytest.mark.parametrize("fmt", ["tif", "xisf"])
+def test_uint16_camera_fits_is_written_as_uint16(tmp_path, fmt):
+    """A camera's FITS (BITPIX 16 + BZERO 32768) into TIFF or XISF keeps its unsigned values;
+    the stored int16 type clipped every pixel above 32767 (a sky at 39000 came out flat)."""
+    data = np.array([[0, 1000], [39000, 65535]], dtype=np.uint16)
+    fits.PrimaryHDU(data).writeto(tmp_path / "cam.fits")
+    image = read_image(tmp_path / "cam.fits")
+    assert image.dtype == np.uint16
+    write_image(tmp_path / f"out.{fmt}", np.asarray(image.data, np.float32), image)
+    back = tifffile.imread(tmp_path / "out.tif") if fmt == "tif" else XISF(str(tmp_path / "out.xisf")).read_image(0)[..., 0]
+    assert back.dtype == np.uint16
+    np.testing.assert_array_equal(back, data)
+
+
+def test_compressed_uint16_fits_and_blank_pixels(tmp_path):
+    """fpack'd camera frames (scaled, compressed) are read; BLANK pixels come back as NaN
+    (missing), not as zeros the network would ring around."""
+    data = np.full((12, 10), 30000, np.uint16)
+    data[2:4, 3:5] = 50000
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data)]).writeto(tmp_path / "cam.fits.fz")
+    image = read_image(tmp_path / "cam.fits.fz")
+    assert image.dtype == np.uint16
+    np.testing.assert_array_equal(np.asarray(image.data), data)
+    hdu = fits.PrimaryHDU(data)
+    hdu.header["BLANK"] = -32768  # raw -32768 + BZERO 32768: physical 0
+    hdu.data[0, 0] = 0
+    hdu.writeto(tmp_path / "blank.fits")
+    blank = read_image(tmp_path / "blank.fits")
+    assert blank.dtype == np.uint16 and np.isnan(blank.data[0, 0]) and np.isnan(blank.data).sum() == 1
+    assert blank.data[2, 3] == 50000
+
+
+def test_extension_inherits_the_primary_keywords(tmp_path):
+    primary = fits.PrimaryHDU()
+    primary.header["OBJECT"], primary.header["EXPTIME"] = "NGC 7000", 60.0
+    ext = fits.ImageHDU(np.ones((8, 8), np.float32))
+    ext.header["INHERIT"], ext.header["EXPTIME"] = True, 120.0
+    fits.HDUList([primary, ext]).writeto(tmp_path / "ext.fits")
+    header = read_image(tmp_path / "ext.fits").header
+    assert header["OBJECT"] == "NGC 7000" and header["EXPTIME"] == 120.0  # the extension's own wins
+
+
+def test_xisf_keywords_keep_their_types_both_ways(tmp_path):
+    """XISF FITSKeywords hold FITS value text: a WCS read from XISF is numbers in FITS, and a
+    FITS header written to XISF has its strings quoted, as PixInsight writes them."""
+    keywords = dict(CTYPE1="'RA---TAN'", CTYPE2="'DEC--TAN'", CRVAL1="10.68", CRVAL2="41.27", CRPIX1="5", CRPIX2="5", CDELT1="-2e-4", CDELT2="2e-4", OBJECT="'M 31'", NAXIS3="1")
+    meta = {"FITSKeywords": {k: [{"value": v, "comment": ""}] for k, v in keywords.items()}}
+    XISF.write(str(tmp_path / "in.xisf"), np.full((10, 10, 1), 0.1, np.float32), image_metadata=meta)
+    image = read_image(tmp_path / "in.xisf")
+    write_image(tmp_path / "out.fits", np.asarray(image.data, np.float32), image, history=["h1"])
+    h = fits.getheader(tmp_path / "out.fits")
+    assert h["CRVAL1"] == 10.68 and h["CRPIX1"] == 5 and h["OBJECT"] == "M 31" and "NAXIS3" not in h
+    np.testing.assert_allclose(WCS(h).wcs.crval, [10.68, 41.27])
+    write_image(tmp_path / "back.xisf", np.asarray(read_image(tmp_path / "out.fits").data), read_image(tmp_path / "out.fits"))
+    xml = (tmp_path / "back.xisf").read_bytes()[:20000].decode("utf-8", "replace")
+    assert '<FITSKeyword name="OBJECT" value="\'M 31\'"' in xml and '<FITSKeyword name="CRVAL1" value="10.68"' in xml
+    assert '<FITSKeyword name="HISTORY" value="h1"' in xml
+
+
+def test_lzw_tiff_is_read(tmp_path):
+    data = np.random.default_rng(5).integers(0, 65535, (20, 30)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "lzw.tif", data, compression="lzw")
+    np.testing.assert_array_equal(np.asarray(read_image(tmp_path / "lzw.tif").data), data)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_named_pipe_is_refused_not_waited_on(tmp_path):
+    os.mkfifo(tmp_path / "pipe.fits")
+    with pytest.raises(EngineError, match="not a regular file"):
+        read_image(tmp_path / "pipe.fits")
+
+
 def test_fits_header_and_wcs_survive_with_history(tmp_path):
     data = np.random.default_rng(0).normal(100, 3, (30, 40)).astype(np.float32)
     fits.PrimaryHDU(data, _header()).writeto(tmp_path / "in.fits")
