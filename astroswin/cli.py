@@ -177,6 +177,10 @@ def restore(inputs, output, output_dir, suffix, overwrite, model_name, strength,
     files, failed = expand_inputs(inputs, suffix)
     if output is not None and len(files) > 1:
         raise click.UsageError("-o/--output needs exactly one input file; use --output-dir for several")
+    from astroswin.engine.io import format_for_suffix
+
+    if output is not None and format_for_suffix(Path(output)) is None:
+        raise click.UsageError(f"-o/--output {output}: the name must end in .fits, .fit, .fts, .xisf, .tif or .tiff (it picks the format)")
     if output_dir is not None and not output_dir.is_dir():
         error(f"{output_dir}: output folder does not exist")
         sys.exit(EXIT_FAILED)
