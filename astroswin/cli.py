@@ -172,8 +172,11 @@ def restore(inputs, output, output_dir, suffix, overwrite, model_name, strength,
 
     Exit status: 0 if every file was restored, 1 if any failed, 2 on bad usage.
     """
-    from astroswin.engine import EngineError, RestoreSettings, load_model
-
+    try:
+        from astroswin.engine import EngineError, RestoreSettings, load_model  # torch: seconds
+    except KeyboardInterrupt:
+        error("interrupted; no output written")
+        sys.exit(EXIT_INTERRUPTED)
     files, failed = expand_inputs(inputs, suffix)
     if output is not None and len(files) > 1:
         raise click.UsageError("-o/--output needs exactly one input file; use --output-dir for several")
