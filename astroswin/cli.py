@@ -119,7 +119,7 @@ def restore_file(source: Path, target: Path, model, model_name: str, settings, p
     fmt, store = output_format(target, image, dtype=None if dtype == "auto" else dtype)
     write_image(target, restored, image, fmt=fmt, dtype=store, history=history, overwrite=overwrite)
     ceiling = clip_ceiling(fmt, store, image)
-    clipped = 0 if ceiling is None else int(np.count_nonzero(restored > ceiling))
+    clipped = 0 if ceiling is None else int(np.count_nonzero((restored > ceiling).reshape(-1, *restored.shape[-2:]).any(axis=0)))
     if clipped:
         click.echo(f"astroswin: warning: {target}: {clipped} restored pixels above {ceiling:g} were clipped to fit {fmt.upper()} {store}; a float32 FITS or TIFF keeps them", err=True)
     return time.perf_counter() - start

@@ -130,17 +130,17 @@ def _read_fits(path: Path, memmap: bool) -> Image:
                     continue
                 if memmap and any(k in hdu.header for k in ("BZERO", "BSCALE", "BLANK")):
                     raise _NeedsLoading  # astropy cannot memory-map scaled data, compressed or not
+                header = hdu.header.copy()  # before the data: scaling it takes BZERO and BLANK out of hdu.header
                 data = hdu.data
                 if data is None:
                     continue
-                header = hdu.header.copy()
                 if hdu is not hdul[0] and header.get("INHERIT", False):
                     header = _inherit(hdul[0].header, header)
                 # Big-endian as stored: tiles are converted as they are read, no full copy.
                 # Read-only: the input is never modified, and the engine may drop the pages
                 # of a memory map it has read (see restore.release_pages).
                 dtype = data.dtype.newbyteorder("=")
-                data = check_image_shape(_blank_to_nan(data, hdu.header)).view()
+                data = check_image_shape(_blank_to_nan(data, header)).view()
                 data.flags.writeable = False
                 return Image(data=data, format="fits", dtype=dtype, header=header)
     except (EngineError, _NeedsLoading):
@@ -168,10 +168,10 @@ def _blank_to_nan(data: np.ndarray, header) -> np.ndarray:
 def _inherit(primary, extension):
     """The extension's header with the primary's keywords it lacks (FITS ``INHERIT = T``: an
     observatory's OBJECT, EXPTIME, INSTRUME... live in the primary header)."""
-    header = extension.copy()
+    header, present = extension.copy(), set(extension.keys())
     for card in primary.cards:
         key = card.keyword
-        if key and key not in _STRUCTURAL and key not in header and not key.startswith("NAXIS"):
+        if key and key not in _STRUCTURAL and key not in present and not key.startswith("NAXIS"):
             header.append(card, end=True)
     return header
 
@@ -192,7 +192,31 @@ def read_xisf(path: Path) -> Image:
         raise EngineError(f"not a readable XISF file ({_first_line(exc)})") from None
     data = check_image_shape(np.moveaxis(np.asarray(hwc), -1, 0))
     keep = {k: meta[0][k] for k in ("FITSKeywords", "XISFProperties") if k in meta[0]}
+    raw = _raw_fits_keywords(path)
+    if raw is not None:
+        keep["FITSKeywords"] = raw
     return Image(data=data, format="xisf", dtype=np.dtype(meta[0]["dtype"]), xisf_metadata=keep)
+
+
+def _raw_fits_keywords(path: Path) -> dict | None:
+    """The first image's ``FITSKeyword`` values as the file holds them, quotes kept: the xisf
+    package strips them, and with them whether ``'0012'`` was a string. Read from the XISF
+    header (signature, uint32 little-endian length, 4 reserved bytes, XML); None if unreadable."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+            root = ET.fromstring(fh.read(int.from_bytes(head[8:12], "little")))
+    except (OSError, ET.ParseError):
+        return None
+    image = root.find("{http://www.pixinsight.com/xisf}Image")
+    if image is None:
+        return None
+    keywords: dict[str, list] = {}
+    for element in image.findall("{http://www.pixinsight.com/xisf}FITSKeyword"):
+        keywords.setdefault(element.get("name", ""), []).append({"value": element.get("value", ""), "comment": element.get("comment", "")})
+    return keywords
 
 
 def read_tiff(path: Path) -> Image:
@@ -299,6 +323,8 @@ def _keyword_text(name: str, value) -> str:
     PixInsight writes it (strings quoted, logicals T/F, numbers bare)."""
     if name in _COMMENTARY:
         return str(value)
+    if value is None or type(value).__name__ == "Undefined":  # a keyword without a value
+        return ""
     if isinstance(value, (bool, np.bool_)):
         return "T" if value else "F"
     if isinstance(value, str):
@@ -308,9 +334,8 @@ def _keyword_text(name: str, value) -> str:
 
 def _fits_value(name: str, text):
     """The typed value of an XISF ``FITSKeyword``'s text: a number stays a number, so a WCS
-    (CRVAL, CD...) still reads as one once written to FITS; quotes are taken off strings.
-    (The xisf package hands strings back unquoted, so a string that reads as a number, such
-    as FILTER = '2', becomes one.) Values already typed (from a FITS header) pass through."""
+    (CRVAL, CD...) still reads as one once written to FITS; quotes are taken off strings
+    (:func:`_raw_fits_keywords` keeps them). Values already typed pass through."""
     if not isinstance(text, str):
         return text
     text = text.strip()
@@ -320,24 +345,32 @@ def _fits_value(name: str, text):
         return text[1:-1].replace("''", "'").rstrip()
     if text in ("T", "F"):
         return text == "T"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
+    if "_" not in text:  # int() and float() read 1_000
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
     return text
 
 
 
 def _fitskeywords_into_header(header, xisf_metadata: dict) -> None:
-    for name, values in xisf_metadata.get("FITSKeywords", {}).items():
-        if name in _STRUCTURAL or name.startswith("NAXIS"):
-            continue
-        for entry in values:
-            try:
-                header.append((name, _fits_value(name, entry.get("value", "")), entry.get("comment", "")), end=True)
-            except ValueError:
+    """Append an XISF image's ``FITSKeywords`` to ``header``, typed (:func:`_fits_value`).
+    PixInsight keeps HISTORY and COMMENT text in the comment; it becomes the card's text."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # long names become HIERARCH cards, with a warning
+        for name, values in xisf_metadata.get("FITSKeywords", {}).items():
+            if name in _STRUCTURAL or name.startswith("NAXIS"):
                 continue
+            for entry in values:
+                value, comment = entry.get("value", ""), entry.get("comment", "")
+                if name in _COMMENTARY and not str(value).strip():
+                    value, comment = comment, ""
+                try:
+                    header.append((name, _fits_value(name, value), comment), end=True)
+                except ValueError:
+                    continue
 
 
 def write_xisf(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype, history: list[str]) -> None:
@@ -350,9 +383,12 @@ def write_xisf(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype
     if image is not None and image.format == "xisf":
         metadata = {k: dict(v) for k, v in image.xisf_metadata.items()}
         metadata.setdefault("FITSKeywords", {})
+        # FITS value syntax (strings quoted, numbers bare), so PixInsight and FITS writers read
+        # the types back; a keyword set in code may come unquoted.
+        metadata["FITSKeywords"] = {name: [{**entry, "value": _keyword_text(name, _fits_value(name, entry.get("value", "")))} for entry in entries] for name, entries in metadata["FITSKeywords"].items()}
     elif image is not None and image.header is not None:
         for card in fits_header(image.header, []).cards:
-            metadata["FITSKeywords"].setdefault(card.keyword, []).append({"value": card.value, "comment": card.comment})
+            metadata["FITSKeywords"].setdefault(card.keyword, []).append({"value": _keyword_text(card.keyword, card.value), "comment": card.comment})
     dtype = np.dtype(dtype)
     stored = data
     if dtype.kind == "f":
@@ -364,18 +400,15 @@ def write_xisf(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype
             metadata.setdefault("XISFProperties", {})["AstroSWIN:Scale"] = {"id": "AstroSWIN:Scale", "type": "Float64", "value": scale}
             metadata["FITSKeywords"]["ASWSCALE"] = [{"value": repr(scale), "comment": "AstroSWIN: original = stored * ASWSCALE"}]
         stored = np.clip(stored, 0.0, 1.0)
-    # FITS value syntax throughout (the xisf package hands strings back unquoted): strings
-    # quoted, numbers bare, so PixInsight and FITS writers read the types back.
-    keywords = {name: [{**entry, "value": _keyword_text(name, _fits_value(name, entry.get("value", "")))} for entry in entries] for name, entries in metadata["FITSKeywords"].items()}
-    keywords["HISTORY"] = keywords.get("HISTORY", []) + [{"value": line, "comment": ""} for line in history]
-    metadata["FITSKeywords"] = keywords
+    keywords = metadata["FITSKeywords"]
+    keywords["HISTORY"] = list(keywords.get("HISTORY", [])) + [{"value": line, "comment": ""} for line in history]
     hwc = np.moveaxis(to_storage(stored if stored.ndim == 3 else stored[None], dtype), 0, -1)
     XISF.write(str(tmp), np.ascontiguousarray(hwc), creator_app=_creator(), image_metadata=metadata, codec=None)
 
 
 def _input_peak(image: Image) -> float:
-    data = image.data
-    return float(np.nanmax(data)) if data.dtype.kind == "f" and np.isfinite(data).any() else 0.0
+    data = image.data  # integer inputs too: a uint16 frame written as float XISF is scaled, not clipped white
+    return float(np.nanmax(data)) if np.isfinite(data).any() else 0.0
 
 
 def write_tiff(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype, history: list[str]) -> None:

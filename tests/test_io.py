@@ -71,16 +71,22 @@ def test_compressed_uint16_fits_and_blank_pixels(tmp_path):
     blank = read_image(tmp_path / "blank.fits")
     assert blank.dtype == np.uint16 and np.isnan(blank.data[0, 0]) and np.isnan(blank.data).sum() == 1
     assert blank.data[2, 3] == 50000
+    signed = fits.PrimaryHDU(np.array([[0, 10], [200, 5]], np.uint8))  # BITPIX 8 read as int8 through BZERO -128
+    signed.header["BZERO"], signed.header["BLANK"] = -128, 0
+    signed.writeto(tmp_path / "int8.fits")
+    assert np.isnan(read_image(tmp_path / "int8.fits").data[0, 0]) and read_image(tmp_path / "int8.fits").data[1, 0] == 72
 
 
 def test_extension_inherits_the_primary_keywords(tmp_path):
     primary = fits.PrimaryHDU()
     primary.header["OBJECT"], primary.header["EXPTIME"] = "NGC 7000", 60.0
     ext = fits.ImageHDU(np.ones((8, 8), np.float32))
+    primary.header["HISTORY"], primary.header["HISTORY"] = "p1", "p2"
     ext.header["INHERIT"], ext.header["EXPTIME"] = True, 120.0
     fits.HDUList([primary, ext]).writeto(tmp_path / "ext.fits")
     header = read_image(tmp_path / "ext.fits").header
     assert header["OBJECT"] == "NGC 7000" and header["EXPTIME"] == 120.0  # the extension's own wins
+    assert list(header["HISTORY"]) == ["p1", "p2"]
 
 
 def test_xisf_keywords_keep_their_types_both_ways(tmp_path):
@@ -98,6 +104,30 @@ def test_xisf_keywords_keep_their_types_both_ways(tmp_path):
     xml = (tmp_path / "back.xisf").read_bytes()[:20000].decode("utf-8", "replace")
     assert '<FITSKeyword name="OBJECT" value="\'M 31\'"' in xml and '<FITSKeyword name="CRVAL1" value="10.68"' in xml
     assert '<FITSKeyword name="HISTORY" value="h1"' in xml
+
+
+def test_fits_strings_stay_strings_through_xisf(tmp_path):
+    """Typed FITS values are written as they are: a quoted '0012' keeps its zeros, an
+    apostrophe is escaped once, and both come back unchanged after FITS -> XISF -> FITS."""
+    h = fits.Header()
+    h["SERIAL"], h["OBJECT"], h["FLAG"], h["GAIN"] = "0012", "O'Brien", True, 100
+    fits.PrimaryHDU(np.full((6, 6), 0.5, np.float32), h).writeto(tmp_path / "in.fits")
+    image = read_image(tmp_path / "in.fits")
+    write_image(tmp_path / "mid.xisf", np.asarray(image.data), image)
+    mid = read_image(tmp_path / "mid.xisf")
+    write_image(tmp_path / "out.fits", np.asarray(mid.data), mid)
+    out = fits.getheader(tmp_path / "out.fits")
+    assert out["SERIAL"] == "0012" and out["OBJECT"] == "O'Brien" and out["FLAG"] is True and out["GAIN"] == 100
+
+
+def test_integer_input_to_float_xisf_is_scaled_not_clipped(tmp_path):
+    data = np.array([[100, 1000], [20000, 60000]], np.uint16)
+    tifffile.imwrite(tmp_path / "in.tif", data)
+    image = read_image(tmp_path / "in.tif")
+    write_image(tmp_path / "out.xisf", np.asarray(image.data, np.float32), image, dtype="float32")
+    x = XISF(str(tmp_path / "out.xisf"))
+    scale = x.get_images_metadata()[0]["XISFProperties"]["AstroSWIN:Scale"]["value"]
+    np.testing.assert_allclose(x.read_image(0)[..., 0] * float(scale), data, rtol=1e-6)
 
 
 def test_lzw_tiff_is_read(tmp_path):
