@@ -153,7 +153,7 @@ def cli() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="Where to run; auto picks CUDA, then Apple MPS, then CPU.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True, help="auto = fp32: on an H200 fp16 and bf16 were no faster for the shipped model. Of the two, fp16 stays 8x closer to fp32.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "uint16", "uint8"]), default="auto", show_default=True, help="Output sample type. auto: float32 for FITS, the input's type for XISF and TIFF.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "uint16", "uint8"]), default="auto", show_default=True, help="Output sample type. auto: float32 for FITS, the input's type for XISF and TIFF. An integer type from a [0, 1] float input is scaled to its full range.")
 @click.option("--progress", "progress_mode", type=click.Choice(["bar", "json", "none"]), default="bar", show_default=True, help="bar: a progress bar on terminals; json: one JSON object per line on stdout (for host plugins); none.")
 @click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
 def restore(inputs, output, output_dir, suffix, overwrite, model_name, strength, emission_scale, tile, overlap, batch_size, device, precision, threads, dtype, progress_mode, debug) -> None:

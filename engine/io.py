@@ -435,11 +435,22 @@ WRITERS = {"fits": write_fits, "xisf": write_xisf, "tiff": write_tiff}
 
 
 def default_dtype(fmt: str, image: Image | None) -> np.dtype:
-    """FITS: float32; XISF and TIFF: the input's sample type (float64 becomes float32)."""
+    """FITS: float32; XISF and TIFF: the input's sample type (float64 becomes float32; signed
+    integers become float32 in XISF, which stores only unsigned ones)."""
     if fmt == "fits" or image is None:
         return np.dtype(np.float32)
     dtype = np.dtype(image.dtype)
-    return np.dtype(np.float32) if dtype.kind == "f" else dtype
+    return np.dtype(np.float32) if dtype.kind == "f" or (fmt == "xisf" and dtype.kind == "i") else dtype
+
+
+def integer_scale(dtype: np.dtype, source: Image | None) -> float:
+    """What float data is multiplied by to be stored as integers: the type's maximum when the
+    input was float within [0, 1] (PixInsight's and Siril's normalised range; a 0.3 stored as
+    uint16 would be 0), else 1 (data already in ADU)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui" and source is not None and np.dtype(source.dtype).kind == "f" and _input_peak(source) <= 1.0:
+        return float(np.iinfo(dtype).max)
+    return 1.0
 
 
 def output_format(path: Path, source: Image | None, fmt: str | None = None, dtype=None) -> tuple[str, np.dtype]:
@@ -455,7 +466,7 @@ def clip_ceiling(fmt: str, dtype: np.dtype, source: Image | None) -> float | Non
     A restoration concentrates stars' light, so their peaks can pass what the input held."""
     dtype = np.dtype(dtype)
     if dtype.kind in "ui":
-        return float(np.iinfo(dtype).max)
+        return float(np.iinfo(dtype).max) / integer_scale(dtype, source)
     if fmt == "xisf" and not (source is not None and _input_peak(source) > 1.0):
         return 1.0
     return None
@@ -529,6 +540,10 @@ def write_image(path: str | Path, data: np.ndarray, source: Image | None = None,
         tmp = Path(tmp_name)
         os.close(fd)
         tmp.unlink()  # writers create the file themselves (astropy refuses to overwrite)
+        scale = integer_scale(dtype, source)
+        if scale != 1.0:
+            data = data * np.float32(scale)
+            history = [*(history or []), f"AstroSWIN: float [0, 1] input stored as {dtype} x {scale:g}"]
         WRITERS[fmt](tmp, data, source, dtype, history or [])
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())

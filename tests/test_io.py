@@ -130,6 +130,20 @@ def test_integer_input_to_float_xisf_is_scaled_not_clipped(tmp_path):
     np.testing.assert_allclose(x.read_image(0)[..., 0] * float(scale), data, rtol=1e-6)
 
 
+def test_normalised_float_to_integer_is_scaled_and_signed_to_xisf_is_float(tmp_path):
+    """--dtype uint16 on a [0, 1] float image means 0..65535, as in PixInsight: unscaled, 0.3
+    was stored as 0. XISF stores no signed integers, so a signed FITS becomes float32 there."""
+    data = np.array([[0.0, 0.3], [0.5, 1.0]], np.float32)
+    XISF.write(str(tmp_path / "n.xisf"), data[..., None])
+    image = read_image(tmp_path / "n.xisf")
+    write_image(tmp_path / "n.tif", np.asarray(image.data, np.float32), image, dtype="uint16")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "n.tif"), np.rint(data * 65535))
+    fits.PrimaryHDU(np.array([[-5, 100], [2000, 30000]], np.int16)).writeto(tmp_path / "s.fits")
+    signed = read_image(tmp_path / "s.fits")
+    write_image(tmp_path / "s.xisf", np.asarray(signed.data, np.float32), signed)
+    assert XISF(str(tmp_path / "s.xisf")).read_image(0).dtype == np.float32
+
+
 def test_lzw_tiff_is_read(tmp_path):
     data = np.random.default_rng(5).integers(0, 65535, (20, 30)).astype(np.uint16)
     tifffile.imwrite(tmp_path / "lzw.tif", data, compression="lzw")
