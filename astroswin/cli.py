@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,26 +30,32 @@ def error(message: str) -> None:
     click.echo(f"astroswin: error: {message}", err=True)
 
 
-def expand_inputs(inputs: tuple[str, ...], suffix: str) -> tuple[list[Path], int]:
+def expand_inputs(inputs: tuple[str, ...], suffix: str) -> tuple[list[Path], list[str]]:
     """Files as given; folders -> their image files (not earlier outputs); globs expanded.
 
-    Returns the files and the number of inputs that yielded none (each reported on stderr).
+    Returns the files and one message per input that yielded none.
     """
     files: list[Path] = []
-    empty = 0
+    problems = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in KNOWN_SUFFIXES and not p.stem.endswith(suffix))
         elif not path.exists() and any(ch in item for ch in "*?["):
-            found = sorted(Path(m) for m in glob.glob(item) if Path(m).is_file())
+            found = sorted(Path(m) for m in glob.glob(_literal_folder(item)) if Path(m).is_file())
         else:
             found = [path]
         if not found:
-            empty += 1
-            error(f"{item}: {'folder holds' if path.is_dir() else 'pattern matches'} no FITS, XISF or TIFF file")
+            problems.append(f"{item}: {'folder holds' if path.is_dir() else 'pattern matches'} no FITS, XISF or TIFF file")
         files.extend(found)
-    return list(dict.fromkeys(files)), empty
+    return list(dict.fromkeys(files)), problems
+
+
+def _literal_folder(pattern: str) -> str:
+    """``pattern`` with its folder escaped when that folder exists as written: in
+    ``"M42 [Ha]/*.fits"`` the brackets name a folder, not a character class."""
+    folder, name = os.path.split(pattern)
+    return os.path.join(glob.escape(folder), name) if folder and os.path.isdir(folder) else pattern
 
 
 def output_path(source: Path, fmt: str, output: Path | None, output_dir: Path | None, suffix: str) -> Path:
@@ -177,7 +184,7 @@ def restore(inputs, output, output_dir, suffix, overwrite, model_name, strength,
     except KeyboardInterrupt:
         error("interrupted; no output written")
         sys.exit(EXIT_INTERRUPTED)
-    files, failed = expand_inputs(inputs, suffix)
+    files, problems = expand_inputs(inputs, suffix)
     if output is not None and len(files) > 1:
         raise click.UsageError("-o/--output needs exactly one input file; use --output-dir for several")
     from astroswin.engine.io import format_for_suffix
@@ -188,6 +195,10 @@ def restore(inputs, output, output_dir, suffix, overwrite, model_name, strength,
         error(f"{output_dir}: output folder does not exist")
         sys.exit(EXIT_FAILED)
     progress = Progress(progress_mode)
+    for message in problems:
+        error(message)
+        progress.emit(event="error", file="", message=message)
+    failed = len(problems)
     chosen = {} if emission_scale is None else {"emission_scale": emission_scale}
     settings = RestoreSettings(strength=strength, tile=tile, overlap=overlap, batch_size=batch_size, device=device, precision=precision, threads=threads, **chosen)
     try:

@@ -153,6 +153,21 @@ def test_json_progress_contract(mono_fits, tiny_model_dir):
     failed = run("restore", mono_fits.with_name("nope.fits"), "-o", out, "--model", tiny_model_dir, "--progress", "json")
     bad = [json.loads(line) for line in failed.stdout.splitlines()]
     assert bad[0]["event"] == "error" and "no such file" in bad[0]["message"] and bad[-1]["failed"] == 1
+    (mono_fits.parent / "empty").mkdir()
+    empty = run("restore", mono_fits.parent / "empty", "--model", tiny_model_dir, "--progress", "json")
+    events = [json.loads(line) for line in empty.stdout.splitlines()]
+    assert empty.returncode == 1 and events[0]["event"] == "error" and "no FITS" in events[0]["message"]
+    assert events[-1] == {"event": "summary", "ok": 0, "failed": 1}
+
+
+def test_pattern_through_a_folder_with_brackets(tmp_path, tiny_model_dir):
+    """"M42 [Ha]/*.fits": the brackets are the folder's name, not a character class."""
+    folder = tmp_path / "M42 [Ha]"
+    folder.mkdir()
+    fits.PrimaryHDU(np.ones((20, 20), np.float32)).writeto(folder / "a.fits")
+    result = run("restore", f"{folder}/*.fits", "--model", tiny_model_dir, "--progress", "none")
+    assert result.returncode == 0, result.stderr
+    assert (folder / "a_astroswin.fits").exists()
 
 
 def test_usage_errors(tmp_path, tiny_model_dir):
