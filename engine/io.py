@@ -354,7 +354,6 @@ def _fits_value(name: str, text):
     return text
 
 
-
 def _fitskeywords_into_header(header, xisf_metadata: dict) -> None:
     """Append an XISF image's ``FITSKeywords`` to ``header``, typed (:func:`_fits_value`).
     PixInsight keeps HISTORY and COMMENT text in the comment; it becomes the card's text."""
