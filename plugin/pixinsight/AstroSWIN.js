@@ -324,6 +324,19 @@ function astroswinFillWindow(window, image)
    }
 }
 
+// The engine's ASWSCALE keyword in a result window (1 when absent or unreadable).
+function astroswinStoredScale(window)
+{
+   var keywords = window.keywords;
+   for (var i = 0; i < keywords.length; ++i)
+      if (keywords[i].name === "ASWSCALE")
+      {
+         var value = parseFloat(String(keywords[i].value).replace(/'/g, ""));
+         return (isFinite(value) && value > 0) ? value : 1;
+      }
+   return 1;
+}
+
 function astroswinClose(window)
 {
    try
@@ -403,6 +416,10 @@ function runAstroSWIN(targetWindow, params, ui)
       if (!view || view.isNull)
          view = targetWindow.mainView;
       var image = view.image;
+      if (image.numberOfChannels !== (image.isColor ? 3 : 1))
+         throw new AstroSWINFailure("AstroSWIN restores mono and RGB images; this one has " +
+            image.numberOfChannels + " channels (an alpha channel?). Remove the extra channels " +
+            "(e.g. with ChannelExtraction) and run it again.");
 
       if (astroswinIsPathLike(p.executable) && !File.exists(p.executable) &&
           !File.exists(p.executable + ".exe"))
@@ -518,6 +535,21 @@ function runAstroSWIN(targetWindow, params, ui)
       for (var k = 1; k < opened.length; ++k)
          astroswinClose(opened[k]);
       var out = resultWindow.mainView.image;
+      // The engine keeps float XISF within [0, 1]: an input with values above 1 comes back
+      // divided by ASWSCALE (original = stored * ASWSCALE). Undo that, or the image dims.
+      var scale = astroswinStoredScale(resultWindow);
+      if (scale !== 1)
+      {
+         resultWindow.mainView.beginProcess(UndoFlag_NoSwapFile);
+         try
+         {
+            out.apply(scale, ImageOp_Mul);
+         }
+         finally
+         {
+            resultWindow.mainView.endProcess();
+         }
+      }
       if (out.width !== image.width || out.height !== image.height ||
           out.numberOfChannels !== image.numberOfChannels)
          throw new AstroSWINFailure("The engine's output has the wrong geometry (" + out.width + " x " +

@@ -309,6 +309,33 @@ test("replace mode on a 16-bit target: result converted to 16-bit, with a warnin
    assert.match(env.consoleText("warningln"), /16-bit integer.*new-window mode/);
 });
 
+test("values above 1: the engine's ASWSCALE is undone, in both modes (the image keeps its units)", () => {
+   for (const outputMode of ["replace", "newWindow"]) {
+      const data = Array.from({ length: 12 }, (_, i) => 0.1 * (i + 1) + (i === 11 ? 1.0 : 0));  // peak 2.2
+      const { env, ctx, user, before } = setup({ user: { data } });
+      env.engine.transform = (v) => v;  // --strength 0: a restoration that changes nothing
+      const r = run(env, ctx, user, { outputMode });
+      assert.equal(r.ok, true, r.message);
+      const result = outputMode === "replace" ? user : r.window;
+      const got = result.mainView.image.data;
+      got.forEach((v, i) => assert.ok(Math.abs(v - before.data[i]) < 1e-6, `${outputMode} pixel ${i}: ${v} != ${before.data[i]}`));
+      assert.ok(!result.keywords.some((k) => k.name === "ASWSCALE"));
+      assertNoTempFiles(env);
+   }
+});
+
+test("an image with an alpha channel is refused before anything is written or run", () => {
+   for (const channels of [2, 4]) {
+      const { env, ctx, user, before } = setup({ user: { channels } });
+      const r = run(env, ctx, user, { outputMode: "replace" });
+      assert.equal(r.ok, false);
+      assert.match(r.message, /mono and RGB.*alpha/);
+      assert.equal(env.processes.length, 0);
+      assertUserUntouched(user, before);
+      assertNoTempFiles(env);
+   }
+});
+
 test("new-window mode: 32-bit float window with keywords and astrometric solution; original untouched", () => {
    const { env, ctx, user, before } = setup({ user: { bits: 16, isReal: false } });
    const r = run(env, ctx, user, { outputMode: "newWindow" });

@@ -30,6 +30,11 @@ export const CONSTANTS = {
    UndoFlag_RGBWS: 0x00000002,
    UndoFlag_Keywords: 0x00000004,
    UndoFlag_NoSwapFile: 0xFFFFFFFF,
+   ImageOp_Mov: 1,
+   ImageOp_Add: 2,
+   ImageOp_Sub: 3,
+   ImageOp_Mul: 4,
+   ImageOp_Div: 5,
    StdButton_NoButton: 0,
    StdButton_Ok: 1,
    StdButton_Cancel: 2,
@@ -183,6 +188,19 @@ export function createEnv(options = {}) {
          this._data = src._data.map((v) => quantize(v, this._bits, this._isReal));
          record("assign", { view: this._view ? this._view._id : null,
                             from: src._view ? src._view._id : null });
+      }
+      // Image.apply(scalar, op): only what the script uses (a scalar multiply);
+      // like assign, a view's image changes only inside beginProcess/endProcess.
+      apply(value, op) {
+         if (typeof value !== "number") throw new TypeError("Image.apply: only a scalar is modelled");
+         if (op !== CONSTANTS.ImageOp_Mul) throw new TypeError("Image.apply: only ImageOp_Mul is modelled");
+         if (this._view) {
+            this._view._checkOpen();
+            if (!this._view._processing)
+               throw new Error(`Image.apply on view ${this._view._id} outside beginProcess/endProcess`);
+         }
+         this._data = this._data.map((v) => quantize(v * value, this._bits, this._isReal));
+         record("apply", { view: this._view ? this._view._id : null, value, op });
       }
    }
 
@@ -387,11 +405,27 @@ export function createEnv(options = {}) {
       if (kind === "throwOnOpen") { env.files.set(outPath, { kind }); return; }
       const inp = this.inputAtStart;
       if (!inp) return;
+      if (inp.numberOfChannels !== 1 && inp.numberOfChannels !== 3) {
+         // engine.io.check_image_shape: only mono and RGB
+         this._err += `astroswin: error: ${this.args[1]}: image has ${inp.numberOfChannels} planes\n`;
+         this._refused = true;
+         return;
+      }
       const f = s.transform ?? ((v) => v * 0.5 + 0.25);
+      let data = inp.data.map(f);
+      const keywords = inp.keywords.map((k) => ({ ...k }));
+      // engine.io.write_xisf: float output within [0, 1]; divided by its peak (recorded
+      // as ASWSCALE) when the input's peak was above 1, else clipped.
+      const peak = Math.max(...data);
+      if (peak > 1 && Math.max(...inp.data) > 1) {
+         data = data.map((v) => v / peak);
+         keywords.push({ name: "ASWSCALE", value: String(peak), comment: "AstroSWIN: original = stored * ASWSCALE" });
+      }
+      data = data.map((v) => Math.min(1, Math.max(0, v)));
       env.files.set(outPath, {
          kind: "image", width: inp.width + (kind === "wrongSize" ? 1 : 0), height: inp.height,
          numberOfChannels: inp.numberOfChannels, bitsPerSample: 32, isReal: true, isColor: inp.isColor,
-         data: inp.data.map(f), keywords: inp.keywords.map((k) => ({ ...k })),
+         data, keywords,
       });
    };
    ExternalProcess.prototype.waitForFinished = function (ms) {
@@ -405,7 +439,7 @@ export function createEnv(options = {}) {
       }
       if (this.scenario.hang) return false;
       if ((this.scenario.exitCode ?? 0) === 0 && !this.scenario.exitStatus) this._writeOutput(false);
-      this._exitCode = this.scenario.exitCode ?? 0;
+      this._exitCode = this._refused ? 1 : (this.scenario.exitCode ?? 0);
       this._exitStatus = this.scenario.exitStatus ?? 0;
       this.state = "finished";
       record("finished", { exitCode: this._exitCode });
