@@ -714,3 +714,17 @@ def test_remembered_auto_tile_round_trips(tmp_path):
     back = plugin.load_remembered(path)
     assert (back.strength, back.tile) == (0.7, None)
     assert plugin.settings_from_fields(0.5, "small", "cpu", "auto").tile is None
+
+
+@pytest.mark.parametrize("call, fragment", [("undo_save_state", "undo state"), ("set_image_pixeldata", "did not accept")])
+def test_a_write_that_fails_softly_is_reported_not_called_done(sp, tiny_model, tmp_path, call, fragment):
+    """Older sirilpy prints some failures and returns False: the script must not call that done."""
+    image = mono_f32()
+    siril = connect(sp, image, cli=False, soft_failures=(call,))
+    rc, _ = run_plugin(siril, ["-strength=0.9"], model=tiny_model, tmp_path=tmp_path)
+    assert rc == 1 and siril.writes == []
+    assert np.array_equal(siril.image, image) and "reset_progress" in names(siril)
+    (line,) = red_lines(siril)
+    assert fragment in line and "not changed" in line
+    if call == "undo_save_state":
+        assert "set_image_pixeldata" not in names(siril)  # no write without its undo state

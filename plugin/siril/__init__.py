@@ -609,9 +609,11 @@ def _run(session: _Session, argv, model_loader, restore, ask_settings, config_pa
             if current is not None and tuple(current) != _siril_shape(result):
                 raise _Failure(f"the image in Siril changed during the restoration ({layout} -> "
                                f"{'x'.join(str(n) for n in current)}); nothing was written")
-            if session.gui:
-                siril.undo_save_state(undo_text(settings))
-            siril.set_image_pixeldata(result)
+            # Older sirilpy reports some failures by returning False, not by raising.
+            if session.gui and siril.undo_save_state(undo_text(settings)) is False:
+                raise _Failure("Siril could not save an undo state, so the image was not changed")
+            if siril.set_image_pixeldata(result) is False:
+                raise _Failure("Siril did not accept the restored pixels; the image was not changed")
     except s.SirilError as exc:
         specific = tuple(_sirilpy_class(s, n) for n in ("ProcessingThreadBusyError", "ImageDialogOpenError"))
         if claimed or isinstance(exc, specific + (s.SirilConnectionError,)):

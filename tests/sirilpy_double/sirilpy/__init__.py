@@ -17,6 +17,8 @@ the host would reject:
   existed) on entry; a nested claim fails as busy.
 * ``undo_save_state()`` returns None when headless (``is_cli()``); the text must fit in the
   70 bytes of a FITS HISTORY card.
+* ``soft_failures`` makes ``set_image_pixeldata()`` or ``undo_save_state()`` fail as older
+  sirilpy did: the error printed, ``False`` returned, nothing done.
 * ``update_progress(message, fraction)``: fraction in [0, 1], or -1 (pulse) / -2 (text only),
   else ``ValueError``. ``log()`` and the message boxes: at most 1 KB (1021 bytes of UTF-8 plus
   the newline Siril appends), else ``ValueError``; ``color`` must be a :class:`LogColor`.
@@ -47,6 +49,7 @@ import enum
 import json
 import os
 import re
+import sys
 import threading
 from pathlib import Path
 
@@ -164,6 +167,9 @@ _DEFAULTS = dict(
     lock_error=None,  # None, "busy", "dialog" or "error"
     connect_fails=False,
     free_ram_bytes=16 << 30,
+    # Calls that fail the way sirilpy 0.x failed: the error printed and False returned
+    # instead of raised ("set_image_pixeldata", "undo_save_state").
+    soft_failures=(),
 )
 _config: dict = {}
 #: Calls of the module-level functions (ensure_installed, check_module_version, TorchHelper).
@@ -314,6 +320,7 @@ class SirilInterface:
         self.lock_error = cfg["lock_error"]
         self.connect_fails = cfg["connect_fails"]
         self.free_ram_bytes = int(cfg["free_ram_bytes"])
+        self.soft_failures = set(cfg["soft_failures"])
         self.connected = False
         self.in_lock = False
         self.lock_entries = 0
@@ -439,6 +446,10 @@ class SirilInterface:
         if self.image is None:
             entry["refused"] = "no image"
             raise NoImageError("No image loaded in Siril")
+        if "set_image_pixeldata" in self.soft_failures:
+            entry["refused"] = "soft failure"
+            print("Error in set_image_pixeldata(): simulated", file=sys.stderr)
+            return False
         data = np.array(image_data, copy=True)
         self.writes.append({"data": data, "in_lock": True, "seq": entry["seq"]})
         self.image = data
@@ -453,6 +464,10 @@ class SirilInterface:
         if self.is_cli_quiet():
             entry["result"] = None
             return None
+        if "undo_save_state" in self.soft_failures:
+            entry["result"] = False
+            print("Error saving undo state: simulated", file=sys.stderr)
+            return False
         self.undo_states.append({"text": my_string, "in_lock": self.in_lock, "seq": entry["seq"]})
         entry["result"] = True
         return True
