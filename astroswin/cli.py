@@ -147,7 +147,7 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Output file (only with a single INPUT). Its extension may change the format.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Output file (only with a single INPUT). Its extension (.fits/.fit/.fts, .xisf, .tif/.tiff) picks the format.")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder for outputs (default: next to each input).")
 @click.option("--suffix", default="_astroswin", show_default=True, help="Added to each input's name to form its output's name.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never modified).")
