@@ -14,6 +14,7 @@ import os
 import tempfile
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,13 @@ class Image:
     xisf_metadata: dict = field(default_factory=dict)
     alpha: np.ndarray | None = None
     tiff_extrasamples: tuple = ()
+
+    @cached_property
+    def peak(self) -> float:
+        """The input's largest value (0 without a finite pixel), integer inputs too: whether
+        it was within [0, 1] decides how outputs are scaled. Computed once: it reads the
+        whole image, and the writers and the CLI's clip check all ask."""
+        return float(np.nanmax(self.data)) if np.isfinite(self.data).any() else 0.0
 
 
 def sniff_format(path: Path) -> str:
@@ -393,7 +401,7 @@ def write_xisf(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype
     if dtype.kind == "f":
         dtype = np.dtype(np.float32) if dtype.itemsize < 8 else dtype
         peak = float(np.nanmax(data)) if np.isfinite(data).any() else 1.0
-        if peak > 1.0 and image is not None and _input_peak(image) > 1.0:
+        if peak > 1.0 and image is not None and image.peak > 1.0:
             scale = peak
             stored = data / scale
             metadata.setdefault("XISFProperties", {})["AstroSWIN:Scale"] = {"id": "AstroSWIN:Scale", "type": "Float64", "value": scale}
@@ -403,11 +411,6 @@ def write_xisf(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype
     keywords["HISTORY"] = list(keywords.get("HISTORY", [])) + [{"value": line, "comment": ""} for line in history]
     hwc = np.moveaxis(to_storage(stored if stored.ndim == 3 else stored[None], dtype), 0, -1)
     XISF.write(str(tmp), np.ascontiguousarray(hwc), creator_app=_creator(), image_metadata=metadata, codec=None)
-
-
-def _input_peak(image: Image) -> float:
-    data = image.data  # integer inputs too: a uint16 frame written as float XISF is scaled, not clipped white
-    return float(np.nanmax(data)) if np.isfinite(data).any() else 0.0
 
 
 def write_tiff(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype, history: list[str]) -> None:
@@ -447,7 +450,7 @@ def integer_scale(dtype: np.dtype, source: Image | None) -> float:
     input was float within [0, 1] (PixInsight's and Siril's normalised range; a 0.3 stored as
     uint16 would be 0), else 1 (data already in ADU)."""
     dtype = np.dtype(dtype)
-    if dtype.kind in "ui" and source is not None and np.dtype(source.dtype).kind == "f" and _input_peak(source) <= 1.0:
+    if dtype.kind in "ui" and source is not None and np.dtype(source.dtype).kind == "f" and source.peak <= 1.0:
         return float(np.iinfo(dtype).max)
     return 1.0
 
@@ -466,7 +469,7 @@ def clip_ceiling(fmt: str, dtype: np.dtype, source: Image | None) -> float | Non
     dtype = np.dtype(dtype)
     if dtype.kind in "ui":
         return float(np.iinfo(dtype).max) / integer_scale(dtype, source)
-    if fmt == "xisf" and not (source is not None and _input_peak(source) > 1.0):
+    if fmt == "xisf" and not (source is not None and source.peak > 1.0):
         return 1.0
     return None
 
