@@ -136,6 +136,14 @@ class _FileError(Exception):
     pass
 
 
+def _not_nan(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """Refuse ``nan``, which click's FloatRange lets through: every comparison with it is false,
+    so it fails no bound check."""
+    if value != value:
+        raise click.BadParameter("nan is not a number within the range", param=param)
+    return value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="astroswin")
 def cli() -> None:
@@ -152,7 +160,7 @@ def cli() -> None:
 @click.option("--suffix", default="_astroswin", show_default=True, help="Added to each input's name to form its output's name.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never modified).")
 @click.option("--model", "model_name", default="small", show_default=True, help="Bundled model name, a save_pretrained folder, or a Hugging Face hub id.")
-@click.option("--strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True, help="Blend of restored and input image, in linear space (0 = input, 1 = fully restored).")
+@click.option("--strength", type=click.FloatRange(0.0, 1.0), callback=_not_nan, default=1.0, show_default=True, help="Blend of restored and input image, in linear space (0 = input, 1 = fully restored).")
 @click.option("--emission-scale", type=click.IntRange(min=0), default=None, help="Window (px) of the running median that takes smooth nebulosity out before the network and puts it back after, so stars on bright emission are sharpened as on dark sky. 0 turns it off. Default: 25.")
 @click.option("--tile", type=click.IntRange(min=16), default=None, help="Tile size in pixels (bounded memory on any image size). Default: 128 on the CPU, 512 on GPUs with 12 GB or more, else 256 (measured fastest, same quality).")
 @click.option("--overlap", type=click.IntRange(min=0), default=None, help="Tile overlap in pixels, blended smoothly (no seams). Default: 16 on the CPU, 32 on a GPU; tile/8 with --tile.")

@@ -19,9 +19,14 @@ is added back unrestored, as the engine does:
   structure finer than that;
 * ``perfect star removal, 2 px``: the observation minus its true blurred stars, smoothed by a
   Gaussian of sigma 2 px -- what an estimator that removed every star exactly would give from
-  the data, its noise included.
+  the data, its noise included;
+* with ``--starless MODEL``, ``learned star removal`` and ``learned star removal, both
+  restored``: the estimate is a star-removal network's output (trained with
+  ``train/configs/starless.toml``, exported with ``astroswin export``), put back or restored
+  apart as above. The design it would serve: ``docs/star-emission-split.md``.
 
     python scripts/emission_headroom.py --out bench
+    python scripts/emission_headroom.py --starless runs/starless/export --out runs/starless
 
 Writes ``OUT/emission_headroom.md`` and prints it. Not a model benchmark: it bounds what work
 on the estimate (rather than on the network) can gain.
@@ -76,9 +81,11 @@ def estimates(case: Case, sky: float) -> dict[str, np.ndarray]:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench"), show_default=True)
 @click.option("--size", default=192, show_default=True, help="Scene size in pixels (as benchmark_quality.py).")
 @click.option("--realizations", default=4, show_default=True)
-def main(out: Path, size: int, realizations: int) -> None:
+@click.option("--starless", default=None, help="A star-removal model (folder or hub id, as load_model takes) to add as an estimate.")
+def main(out: Path, size: int, realizations: int, starless: str | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model = load_model("small")
+    remover = load_model(starless) if starless else None
     engine, off = RestoreSettings(device="cpu"), RestoreSettings(device="cpu", emission_scale=0)
     rows = []
     for seeds, seed_base in (("benchmark", SEED_BASE), ("held out", HELD_OUT)):
@@ -91,12 +98,18 @@ def main(out: Path, size: int, realizations: int) -> None:
                 observed = case.observed.astype(np.float32)
                 params = estimate_stretch(case.observed)
                 taken = {label: e.astype(np.float32) for label, e in estimates(case, sky).items()}
+                level = params.shaped(3).astype(np.float32)  # the frame's black point: what the engine would zero the estimate on
+                if remover is not None:
+                    taken["learned star removal"] = restore_array(observed, remover, off) - level
                 rest = {label: restore_array(observed - e, model, off) for label, e in taken.items()}
                 results = {"engine (25 px)": restore_array(observed, model, engine), "off": restore_array(observed, model, off)}
                 results |= {label: rest[label] + e for label, e in taken.items()}
                 sky_level = np.float32(sky)  # the emission alone is restored over the sky, as a frame would be
                 emission = restore_array(taken["true emission"] + sky_level, model, off) - sky_level
                 results["true emission, both restored"] = rest["true emission"] + emission
+                if remover is not None:
+                    emission = restore_array(taken["learned star removal"] + level, model, off) - level
+                    results["learned star removal, both restored"] = rest["learned star removal"] + emission
                 for label, result in results.items():
                     result = result.astype(np.float64)
                     tables.setdefault(label, []).append(star_table(result, case.truth, case.background, case.noise))

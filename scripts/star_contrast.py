@@ -48,7 +48,7 @@ def training_nebulae(config: Path, count: int):
     level, so which stars count depends on it, as it does on the benchmark's x20."""
     data = load_config(config).data
     for seed in range(count):
-        _, kind, scene = synthetic_scene(seed, data)
+        _, kind, scene, _ = synthetic_scene(seed, data)
         if kind == "nebula":
             yield scene
 

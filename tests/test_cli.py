@@ -174,6 +174,7 @@ def test_usage_errors(tmp_path, tiny_model_dir):
     result = run("restore", tmp_path / "a.fits", tmp_path / "b.fits", "-o", tmp_path / "x.fits")
     assert result.returncode == 2 and "exactly one input" in result.stderr
     assert run("restore", tmp_path / "a.fits", "--strength", "2").returncode == 2
+    assert run("restore", tmp_path / "a.fits", "--strength", "nan").returncode == 2
     for name in ("x.png", "newdir/"):  # the extension picks the format: none, or an unknown one, is refused
         result = run("restore", tmp_path / "a.fits", "-o", tmp_path / name)
         assert result.returncode == 2 and "must end in .fits" in result.stderr and not (tmp_path / name).exists()

@@ -217,6 +217,37 @@ def test_degradation_noise_is_in_the_input_only():
     assert resid.std() == pytest.approx(info["sigma"], rel=0.15)
 
 
+def test_starless_target_is_the_blurred_light_without_the_stars():
+    """``data.target = "starless"``: the same input as the restoring target's, and a target with
+    no star left in it -- flat sky on a star field, the blurred nebula on a nebula -- that still
+    holds the extended light the restoring target holds, only blurred."""
+    from astroswin.train.config import DataConfig
+    from astroswin.train.data import synthetic_example
+
+    degradations = DegradeConfig(hot_pixel_probability=0, cosmic_ray_probability=0, chromatic_probability=0)
+    for seed, kind in ((3, "stars"), (5, "nebula")):
+        restored = DataConfig(crop=48, margin=16, kinds={kind: 1.0})
+        starless = DataConfig(crop=48, margin=16, kinds={kind: 1.0}, target="starless")
+        x_r, y_r = synthetic_example(seed, restored, degradations)
+        x_s, y_s = synthetic_example(seed, starless, degradations)
+        np.testing.assert_array_equal(x_r, x_s)
+        if kind == "stars":
+            assert np.ptp(y_s, axis=(1, 2)).max() < 1e-5 < np.ptp(y_r)  # the sky alone, per channel
+        else:
+            curvature = [np.abs(np.diff(y, 2, axis=-1)).max() for y in (y_r, y_s)]
+            assert curvature[1] < 0.5 * curvature[0]  # no star core left, only blurred light
+            assert abs(float(y_s.mean() - y_r.mean())) < 0.1 * float(y_r.std())  # the nebula kept
+
+
+def test_starless_target_needs_synthetic_scenes():
+    from astroswin.train.config import DataConfig
+
+    with pytest.raises(ValueError, match="synthetic"):
+        DataConfig(target="starless", folder="patches", folder_fraction=0.5)
+    with pytest.raises(ValueError, match="data.target"):
+        DataConfig(target="sharp")
+
+
 # -- configs, loop, resume, DDP, export ------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.toml")))
 def test_stage_configs_load(name):

@@ -22,6 +22,10 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 
+#: The kinds of target a stage can train towards (:attr:`DataConfig.target`).
+TARGETS = ("restored", "starless")
+
+
 @dataclass
 class DataConfig:
     """Synthetic (or folder) training data. Sizes are pixels."""
@@ -36,6 +40,16 @@ class DataConfig:
     kinds: dict = field(default_factory=lambda: {"stars": 1.0, "galaxy": 1.0, "nebula": 1.0})
     folder: str = ""  # a make_patches.py output folder; "" = synthetic scenes only
     folder_fraction: float = 0.0
+    #: What the network learns to output: ``restored`` (the scene through the narrow target
+    #: PSF) or ``starless`` (the blurred scene without its stars: a star remover; synthetic
+    #: scenes only, folder patches have no star layer).
+    target: str = "restored"
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"data.target: {self.target!r} is not one of {TARGETS}")
+        if self.target == "starless" and self.folder_fraction > 0:
+            raise ValueError("data.target 'starless' needs each scene's star layer, which only synthetic scenes have: set data.folder_fraction to 0")
 
 
 @dataclass

@@ -29,7 +29,7 @@ import torch
 from astroswin.engine.normalize import estimate_stretch, stretch
 
 from .config import DataConfig
-from .degrade import DegradeConfig, degrade
+from .degrade import DegradeConfig, convolve, degrade
 from .scenes import make_scene
 
 
@@ -62,24 +62,31 @@ def view_pair(rng: np.random.Generator, degraded: np.ndarray, target: np.ndarray
     return stretched_pair(to_three_channels(degraded), to_three_channels(target))
 
 
-def synthetic_scene(seed: int, data: DataConfig) -> tuple[np.random.Generator, str, np.ndarray]:
+def synthetic_scene(seed: int, data: DataConfig) -> tuple[np.random.Generator, str, np.ndarray, np.ndarray]:
     """Training seed ``seed``'s clean scene ``(C, H, W)`` (the target before degradation, with
-    the stream's brightness multiplier), its kind, and the generator, positioned where
-    :func:`synthetic_example` degrades it."""
+    the stream's brightness multiplier), its kind, its stars alone (same shape and multiplier),
+    and the generator, positioned where :func:`synthetic_example` degrades it."""
     rng = np.random.default_rng([seed, 7])
     kinds = list(data.kinds)
     weights = np.array([data.kinds[k] for k in kinds], dtype=float)
     kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
     channels = 1 if rng.uniform() < data.mono_fraction else 3
     size = data.crop + 2 * data.margin
-    scene, _ = make_scene(seed, (size, size), channels=channels, kind=kind, nebula_level_log10=data.nebula_level_log10)
-    return rng, kind, scene * 10 ** rng.uniform(*data.brightness_log10)  # SNR spread: faint to bright fields
+    scene, info = make_scene(seed, (size, size), channels=channels, kind=kind, nebula_level_log10=data.nebula_level_log10)
+    brightness = 10 ** rng.uniform(*data.brightness_log10)  # SNR spread: faint to bright fields
+    return rng, kind, scene * brightness, info["stars"] * brightness
 
 
 def synthetic_example(seed: int, data: DataConfig, degradations: DegradeConfig) -> tuple[np.ndarray, np.ndarray]:
-    """One stretched ``(input, target)`` pair of ``(3, crop, crop)`` from a synthetic scene."""
-    rng, _, scene = synthetic_scene(seed, data)
-    degraded, target, _ = degrade(rng, scene, degradations)
+    """One stretched ``(input, target)`` pair of ``(3, crop, crop)`` from a synthetic scene.
+
+    With ``data.target == "starless"`` the target is the scene without its stars seen through
+    the observation's own PSF, noiseless, over the same sky and pedestal: what a star remover
+    should leave of the input (``docs/star-emission-split.md``)."""
+    rng, _, scene, stars = synthetic_scene(seed, data)
+    degraded, target, info = degrade(rng, scene, degradations)
+    if data.target == "starless":
+        target = convolve(scene - stars, info["kernels"]) + info["sky"] + info["pedestal"]
     return view_pair(rng, degraded, target, data.margin, data.margin, data.crop)
 
 
@@ -134,13 +141,13 @@ def make_batch(seeds: list[int], data: DataConfig, degradations: DegradeConfig, 
 VALIDATION_SEED_BASE = 10**9
 
 
-def validation_set(count: int, size: int, degradations: DegradeConfig, kinds: Sequence[str] = ("stars", "galaxy", "nebula")) -> tuple[torch.Tensor, torch.Tensor]:
+def validation_set(count: int, size: int, degradations: DegradeConfig, kinds: Sequence[str] = ("stars", "galaxy", "nebula"), target: str = "restored") -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed validation set, disjoint from training seeds, cycling through ``kinds``.
 
     The trainer passes the kinds it trains on, so a run without galaxies (a machine without
     galsim) validates without them too; with the default mix the set never changes.
     """
-    data = DataConfig(crop=size, margin=32, mono_fraction=0.3)
+    data = DataConfig(crop=size, margin=32, mono_fraction=0.3, target=target)
     xs, ys = [], []
     for i in range(count):
         data.kinds = {kinds[i % len(kinds)]: 1.0}

@@ -215,7 +215,7 @@ class Trainer:
             self.stop_requested = True
 
         signal.signal(signal.SIGTERM, request_stop)
-        val = validation_set(cfg.log.val_scenes, cfg.log.val_size, cfg.degrade, [k for k, w in cfg.data.kinds.items() if w > 0]) if self.is_main else None
+        val = validation_set(cfg.log.val_scenes, cfg.log.val_size, cfg.degrade, [k for k, w in cfg.data.kinds.items() if w > 0], cfg.data.target) if self.is_main else None
         self.stream = self.batches()
         start = time.time()
         try:
