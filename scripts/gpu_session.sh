@@ -9,8 +9,9 @@
 # TRAIN_SECONDS. Size the device call at TRAIN_SECONDS + 280 s: install, data probe, the last
 # validation and export took ~190 s beyond 330 s of training on 2026-11-27, and the 2048 px
 # checks ~45 s more (that call, 560 s, ran out during the checks; the checkpoints came back).
-# A config without `init` resumes runs/gpu-CONFIG/last.pt, or train/resume/last.pt when that is
-# the committed state of the same config (carry runs/gpu-CONFIG/last.pt otherwise).
+# A config without `init` resumes runs/gpu-CONFIG/last.pt, else its committed state
+# (train/resume/CONFIG.pt, or train/resume/last.pt when that is the same config's), else starts
+# from its `model` (the star remover, `starless`, the first time).
 # Set LR to override every run's peak learning rate (a batch of 192 takes larger steps).
 # Everything to bring back lands in $OUT (the device tool returns at most 8 files): per run
 # $OUT/NAME/{last.pt,train.csv,val.csv}, then $OUT/gpu_checks.json (fp16/bf16 against fp32,
@@ -74,10 +75,11 @@ config, folder, rate, runs, seconds, batch = sys.argv[1], sys.argv[2], float(sys
 cfg = load_config(f"train/configs/{config}.toml")
 last = os.path.join(folder, "last.pt")
 if not cfg.init and not os.path.exists(last):
-    committed = torch.load("train/resume/last.pt", map_location="cpu", weights_only=False)
-    if committed["config"]["name"] != config:
-        sys.exit(f"{config} has no init and train/resume/last.pt is {committed['config']['name']}'s state: put the state to resume in {last}")
-    shutil.copy("train/resume/last.pt", last)
+    # The committed state of this config: its own file, or the shipped weights' last.pt.
+    for state in (f"train/resume/{config}.pt", "train/resume/last.pt"):
+        if os.path.exists(state) and torch.load(state, map_location="cpu", weights_only=False)["config"]["name"] == config:
+            shutil.copy(state, last)
+            break
 start = torch.load(last, map_location="cpu", weights_only=False)["step"] if os.path.exists(last) else 0
 kinds = ",".join(f"{k}={v}" for k, v in cfg.data.kinds.items() if k != "galaxy" or os.environ["GALAXIES"] == "1")
 print(f"data.kinds={{{kinds}}}", start + int(0.8 * rate / runs * seconds / batch))
