@@ -11,7 +11,7 @@
 # checks ~45 s more (that call, 560 s, ran out during the checks; the checkpoints came back).
 # A config without `init` resumes runs/gpu-CONFIG/last.pt, else its committed state
 # (train/resume/CONFIG.pt, or train/resume/last.pt when that is the same config's), else starts
-# from its `model` (the star remover, `starless`, the first time).
+# from its `model`, freshly initialised.
 # Set LR to override every run's peak learning rate (a batch of 192 takes larger steps).
 # Everything to bring back lands in $OUT (the device tool returns at most 8 files): per run
 # $OUT/NAME/{last.pt,train.csv,val.csv}, then $OUT/gpu_checks.json (fp16/bf16 against fp32,

@@ -239,6 +239,24 @@ def test_starless_target_is_the_blurred_light_without_the_stars():
             assert abs(float(y_s.mean() - y_r.mean())) < 0.1 * float(y_r.std())  # the nebula kept
 
 
+def test_without_emission_takes_the_same_smooth_map_out_of_input_and_target():
+    """``data.emission_scale``: the engine's running median of the *degraded* canvas comes out
+    of both, so what the network must change (input minus target) is untouched, and the
+    nebula's large-scale light is mostly gone from the input."""
+    from astroswin.train.data import without_emission
+
+    scene, _ = make_scene(5, (128, 128), channels=3, kind="nebula", nebula_level_log10=(2.0, 2.0))
+    degraded, target, _ = degrade(np.random.default_rng(1), scene, DegradeConfig(hot_pixel_probability=0, cosmic_ray_probability=0))
+    assert without_emission(degraded, target, 0) == (degraded, target)
+    x, y = without_emission(degraded, target, 25)
+    np.testing.assert_allclose(x - y, degraded - target, atol=1e-6 * np.abs(degraded).max())
+
+    def large_scale_spread(image):
+        return image.mean(0).reshape(8, 16, 8, 16).mean(axis=(1, 3)).std()
+
+    assert large_scale_spread(x) < 0.5 * large_scale_spread(degraded)
+
+
 def test_starless_target_needs_synthetic_scenes():
     from astroswin.train.config import DataConfig
 

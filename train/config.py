@@ -44,6 +44,9 @@ class DataConfig:
     #: PSF) or ``starless`` (the blurred scene without its stars: a star remover; synthetic
     #: scenes only, folder patches have no star layer).
     target: str = "restored"
+    #: Window (px) of the engine's running median taken out of input and target before the
+    #: stretch (:func:`astroswin.train.data.without_emission`); 0 = the image as it is.
+    emission_scale: int = 0
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:

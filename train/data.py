@@ -9,9 +9,10 @@ sky's, a crop's the nebula's. Stretching crops with their whole canvas's statist
 was tried, commit 8e5ebce, and made stars on nebulae wider.) Mono scenes are replicated to 3
 channels, as :mod:`astroswin.engine.restore` does.
 
-The engine's emission step (:mod:`astroswin.engine.emission`) is *not* applied here: putting it
-in the loop (commits 4cab6f9 to 8e5ebce) made stars on nebulae wider, not narrower; see the
-project's issue notes of 2026-11-27.
+The engine's emission step (:mod:`astroswin.engine.emission`) is off by default
+(``data.emission_scale = 0``): putting it in the restoring network's loop (commits 4cab6f9 to
+8e5ebce) made stars on nebulae wider, not narrower; see the project's issue notes of
+2026-11-27. A star remover may be trained on its residual (``docs/star-emission-split.md``).
 
 Everything is deterministic from an integer seed, so ``--resume`` replays the exact data stream
 from the step number alone.
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from astroswin.engine.emission import smooth_emission
 from astroswin.engine.normalize import estimate_stretch, stretch
 
 from .config import DataConfig
@@ -62,6 +64,16 @@ def view_pair(rng: np.random.Generator, degraded: np.ndarray, target: np.ndarray
     return stretched_pair(to_three_channels(degraded), to_three_channels(target))
 
 
+def without_emission(degraded: np.ndarray, target: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """Take the engine's smooth emission estimate (:func:`~astroswin.engine.emission.smooth_emission`,
+    a running median of ``scale`` px of the *degraded* canvas) out of input and target alike:
+    the view a network gets inside the engine's emission step. ``scale = 0``: unchanged."""
+    if not scale:
+        return degraded, target
+    emission = smooth_emission(degraded, scale, estimate_stretch(degraded).background).rows(0, degraded.shape[1])
+    return degraded - emission, target - emission
+
+
 def synthetic_scene(seed: int, data: DataConfig) -> tuple[np.random.Generator, str, np.ndarray, np.ndarray]:
     """Training seed ``seed``'s clean scene ``(C, H, W)`` (the target before degradation, with
     the stream's brightness multiplier), its kind, its stars alone (same shape and multiplier),
@@ -87,6 +99,7 @@ def synthetic_example(seed: int, data: DataConfig, degradations: DegradeConfig) 
     degraded, target, info = degrade(rng, scene, degradations)
     if data.target == "starless":
         target = convolve(scene - stars, info["kernels"]) + info["sky"] + info["pedestal"]
+    degraded, target = without_emission(degraded, target, data.emission_scale)
     return view_pair(rng, degraded, target, data.margin, data.margin, data.crop)
 
 
@@ -113,7 +126,7 @@ class FolderPatches:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def example(self, seed: int, crop: int, degradations: DegradeConfig) -> tuple[np.ndarray, np.ndarray]:
+    def example(self, seed: int, crop: int, degradations: DegradeConfig, emission_scale: int = 0) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([seed, 11])
         entry = self.entries[int(rng.integers(len(self.entries)))]
         patch = np.load(self.folder / entry["path"]).astype(np.float64)
@@ -123,6 +136,7 @@ class FolderPatches:
         h, w = scene.shape[-2:]
         y0, x0 = int(rng.integers(0, max(1, h - crop + 1))), int(rng.integers(0, max(1, w - crop + 1)))
         degraded, target, _ = degrade(rng, scene, degradations)
+        degraded, target = without_emission(degraded, target, emission_scale)
         return view_pair(rng, degraded, target, y0, x0, crop)
 
 
@@ -131,7 +145,7 @@ def make_batch(seeds: list[int], data: DataConfig, degradations: DegradeConfig, 
     xs, ys = [], []
     for seed in seeds:
         use_folder = folder is not None and np.random.default_rng([seed, 13]).uniform() < data.folder_fraction
-        x, y = folder.example(seed, data.crop, degradations) if use_folder else synthetic_example(seed, data, degradations)
+        x, y = folder.example(seed, data.crop, degradations, data.emission_scale) if use_folder else synthetic_example(seed, data, degradations)
         xs.append(x)
         ys.append(y)
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
