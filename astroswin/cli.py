@@ -185,7 +185,8 @@ def restore(inputs, output, output_dir, suffix, overwrite, model_name, strength,
       astroswin restore stacks/ --output-dir restored --strength 0.8
       astroswin restore "night 1/*.xisf" --device cuda
 
-    Exit status: 0 if every file was restored, 1 if any failed, 2 on bad usage.
+    Exit status: 0 if every file was restored, 1 if any failed, 2 on bad usage, 130 if
+    interrupted (Ctrl-C or SIGTERM).
     """
     try:
         from astroswin.engine import EngineError, RestoreSettings, load_model  # torch: seconds
@@ -314,8 +315,18 @@ def _register_subcommands() -> None:
 _register_subcommands()
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. SIGTERM (``kill``, a job scheduler, a host application
+    stopping the engine) is handled like Ctrl-C: the file being written is abandoned, its
+    temporary file removed, and the run exits 130 with one line, instead of dying on the spot
+    and leaving a hidden temporary file next to the output."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _interrupt)
     cli(prog_name="astroswin")
 
 

@@ -518,8 +518,10 @@ def test_full_disk(tmp_path, tiny_model):
     assert digest(src) == inputs[src]
 
 
-def test_ctrl_c_mid_run(tmp_path, tiny_model):
-    """SIGINT after the first progress event: exit 130, one line, no output, no temp file.
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_mid_run(tmp_path, tiny_model, signum):
+    """SIGINT (Ctrl-C) or SIGTERM (kill, a host stopping the engine) after the first progress
+    event: exit 130, one line, no output, no temp file.
 
     The child gets SIGINT's default action back, as a terminal gives it: under a shell's
     background job (``pytest &``) SIGINT is ignored and inherited, Python then installs no
@@ -537,7 +539,7 @@ def test_ctrl_c_mid_run(tmp_path, tiny_model):
                 break
         else:
             pytest.fail(f"no progress event; stderr={proc.stderr.read()!r}")
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:

@@ -292,6 +292,24 @@ function astroswinErrorLine(progress, stderrLines)
    return "";
 }
 
+// Stop a running engine: terminate() first (SIGTERM on Linux and macOS, which the
+// engine handles like Ctrl-C: it removes the temporary file it may be writing next
+// to the output and exits), kill() after a grace period (Windows console programs
+// never see terminate()). Waits, so its files are released before we delete them.
+function astroswinStopProcess(proc)
+{
+   if (proc.isRunning === false)   // a finished process: nothing to stop
+      return;
+   if (typeof proc.terminate === "function")
+   {
+      proc.terminate();
+      if (proc.waitForFinished(3000))
+         return;
+   }
+   proc.kill();
+   proc.waitForFinished(5000);
+}
+
 function astroswinRemoveFile(path)
 {
    try
@@ -492,9 +510,7 @@ function runAstroSWIN(targetWindow, params, ui)
          if (cancelRequested())
          {
             aborted = true;
-            proc.kill();
-            // Let it die so its files are released before we delete them.
-            proc.waitForFinished(5000);
+            astroswinStopProcess(proc);
             break;
          }
       }
@@ -606,8 +622,7 @@ function runAstroSWIN(targetWindow, params, ui)
       {
          try
          {
-            proc.kill();
-            proc.waitForFinished(5000);
+            astroswinStopProcess(proc);
          }
          catch (x2)
          {

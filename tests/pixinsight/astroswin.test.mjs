@@ -475,16 +475,17 @@ test("a missing executable path fails before any temp file is written", () => {
    assertOnlyWindowsOpen(env, ["M31"]);
 });
 
-test("abort (console.abortRequested): process killed, nothing applied, temp files removed", () => {
+test("abort (console.abortRequested): engine terminated, nothing applied, temp files removed", () => {
    const { env, ctx, user, before } = setup();
-   env.engine = { hang: true, partialOutput: true };
+   env.engine = { hang: true, partialOutput: true, writing: true };
    env.onProcessEvents = (n) => { if (n === 5) env.abortRequested = true; };
    const r = run(env, ctx, user, { outputMode: "replace" });
    assert.equal(r.ok, false);
    assert.equal(r.aborted, true);
    const proc = env.processes[0];
-   assert.equal(proc.killed, true);
-   assert.equal(proc.state, "killed");
+   assert.equal(proc.state, "finished");
+   assert.equal(proc.killed, false, "killed although it stopped on terminate()");
+   assert.deepEqual(env.log.filter((e) => e.type === "terminate" || e.type === "kill").map((e) => e.type), ["terminate"]);
    assert.ok(proc.waitCalls.length < 20, "kept polling after the abort");
    assert.equal(env.console.abortEnabled, false, "abort button left enabled");
    assertUserUntouched(user, before);
@@ -500,7 +501,20 @@ test("abort through the ui cancel flag works the same way", () => {
    let polls = 0;
    const r = run(env, ctx, user, {}, { cancelRequested: () => ++polls >= 3 });
    assert.equal(r.aborted, true);
-   assert.equal(env.processes[0].killed, true);
+   assert.equal(env.processes[0].state, "finished");
+   assertUserUntouched(user, before);
+   assertNoTempFiles(env);
+});
+
+test("abort where terminate() is not seen (Windows): killed after the grace period", () => {
+   const { env, ctx, user, before } = setup();
+   env.engine = { hang: true, ignoreTerminate: true };
+   env.onProcessEvents = (n) => { if (n === 3) env.abortRequested = true; };
+   const r = run(env, ctx, user, {});
+   assert.equal(r.aborted, true);
+   const proc = env.processes[0];
+   assert.deepEqual(env.log.filter((e) => e.type === "terminate" || e.type === "kill").map((e) => e.type), ["terminate", "kill"]);
+   assert.equal(proc.state, "killed");
    assertUserUntouched(user, before);
    assertNoTempFiles(env);
 });

@@ -392,6 +392,14 @@ export function createEnv(options = {}) {
       const s = this.scenario;
       this._outChunks = (s.stdout ?? defaultStdout)(this.args).slice();
       this._errChunks = (s.stderr ?? (() => []))(this.args).slice();
+      // engine.io.write_image's temporary file, next to the output while the engine writes
+      // (scenario.writing: it is writing when stopped). Its exits remove it, SIGKILL cannot.
+      if (s.writing) {
+         const outPath = this.args[this.args.indexOf("-o") + 1];
+         const slash = outPath.lastIndexOf("/");
+         this._engineTemp = outPath.slice(0, slash + 1) + "." + outPath.slice(slash + 1) + ".k2j4x9.astroswin-tmp";
+         env.files.set(this._engineTemp, { kind: "partial" });
+      }
    };
    ExternalProcess.prototype.waitForStarted = function (ms) {
       return this.state === "running" || this.state === "finished";
@@ -439,6 +447,7 @@ export function createEnv(options = {}) {
       }
       if (this.scenario.hang) return false;
       if ((this.scenario.exitCode ?? 0) === 0 && !this.scenario.exitStatus) this._writeOutput(false);
+      if (this._engineTemp) env.files.delete(this._engineTemp);
       this._exitCode = this._refused ? 1 : (this.scenario.exitCode ?? 0);
       this._exitStatus = this.scenario.exitStatus ?? 0;
       this.state = "finished";
@@ -454,7 +463,17 @@ export function createEnv(options = {}) {
       }
       record("kill", {});
    };
-   ExternalProcess.prototype.terminate = ExternalProcess.prototype.kill;
+   // QProcess::terminate: SIGTERM on POSIX, which the engine handles like Ctrl-C (its
+   // temporary file removed, exit code 130); WM_CLOSE on Windows, which a console program
+   // never sees (scenario.ignoreTerminate: it keeps running).
+   ExternalProcess.prototype.terminate = function () {
+      record("terminate", {});
+      if (this.state !== "running" || this.scenario.ignoreTerminate) return;
+      if (this._engineTemp) env.files.delete(this._engineTemp);
+      this.state = "finished";
+      this._exitCode = 130;
+      this._exitStatus = 0;
+   };
    Object.defineProperties(ExternalProcess.prototype, {
       stdout: { get() { const t = this._out; this._out = ""; return new FakeByteArray(t); } },
       stderr: { get() { const t = this._err; this._err = ""; return new FakeByteArray(t); } },
