@@ -22,8 +22,9 @@ is added back unrestored, as the engine does:
   the data, its noise included;
 * with ``--starless MODEL``, ``learned star removal`` and ``learned star removal, both
   restored``: the estimate is a star-removal network's output (trained with
-  ``train/configs/starless.toml``, exported with ``astroswin export``), put back or restored
-  apart as above. The design it would serve: ``docs/star-emission-split.md``.
+  ``train/configs/starless.toml``, exported with ``astroswin export``) on the engine's 25 px
+  median residual, plus that median, put back or restored apart as above. The design it
+  would serve: ``docs/star-emission-split.md``.
 
     python scripts/emission_headroom.py --out bench
     python scripts/emission_headroom.py --starless runs/starless/export --out runs/starless
@@ -53,6 +54,7 @@ from benchmark_quality import (
 from scipy.ndimage import gaussian_filter
 
 from astroswin.engine import RestoreSettings, load_model, restore_array
+from astroswin.engine.emission import EMISSION_SCALE, smooth_emission
 from astroswin.engine.normalize import estimate_stretch
 from astroswin.train.degrade import convolve
 
@@ -99,8 +101,9 @@ def main(out: Path, size: int, realizations: int, starless: str | None) -> None:
                 params = estimate_stretch(case.observed)
                 taken = {label: e.astype(np.float32) for label, e in estimates(case, sky).items()}
                 level = params.shaped(3).astype(np.float32)  # the frame's black point: what the engine would zero the estimate on
-                if remover is not None:
-                    taken["learned star removal"] = restore_array(observed, remover, off) - level
+                if remover is not None:  # fed the emission step's residual, as train/configs/starless.toml trains it
+                    median = smooth_emission(observed, EMISSION_SCALE, params.background).rows(0, observed.shape[1])
+                    taken["learned star removal"] = restore_array(observed - median, remover, off) - level + median
                 rest = {label: restore_array(observed - e, model, off) for label, e in taken.items()}
                 results = {"engine (25 px)": restore_array(observed, model, engine), "off": restore_array(observed, model, off)}
                 results |= {label: rest[label] + e for label, e in taken.items()}

@@ -273,10 +273,12 @@ def test_stage_configs_load(name):
     assert cfg.name == name and cfg.loss.weights and cfg.optim.steps > 0
 
 
-def test_committed_resume_state_was_trained_by_its_committed_config():
-    """train/resume/last.pt (the shipped weights' run) names a config in train/configs that
-    holds every setting it was trained with, so the last stage is reproduced by one command."""
-    state = torch.load(CONFIGS.parent / "resume" / "last.pt", map_location="cpu", weights_only=False)
+@pytest.mark.parametrize("state_file", sorted(p.name for p in (CONFIGS.parent / "resume").glob("*.pt")))
+def test_committed_resume_state_was_trained_by_its_committed_config(state_file):
+    """Each committed state (train/resume/last.pt: the shipped weights' run; starless.pt: the
+    star remover's) names a config in train/configs that holds every setting it was trained
+    with, so its run is reproduced by one command."""
+    state = torch.load(CONFIGS.parent / "resume" / state_file, map_location="cpu", weights_only=False)
     ran = from_dict(state["config"]).to_dict()  # keys added since take their defaults, which keep the old behaviour
     committed = load_config(CONFIGS / f"{ran['name']}.toml").to_dict()
     for cfg in (ran, committed):
