@@ -684,6 +684,23 @@ def test_image_replaced_during_restoration_is_not_overwritten(sp, tiny_model, tm
     assert "changed during the restoration" in line
 
 
+def test_image_of_the_same_size_loaded_during_restoration_is_not_overwritten(sp, tiny_model, tmp_path):
+    """Same shape, another image: its header tells it apart."""
+    image = mono_f32()
+    siril = connect(sp, image, cli=False)
+    other = np.full_like(image, 0.25)
+
+    def user_opens_another_image(data, model, settings, progress=None):
+        siril.image, siril.header = other.copy(), "SIMPLE  =                    T\nOBJECT  = 'M42     '"
+        return data
+
+    rc, _ = run_plugin(siril, ["-strength=1"], model=tiny_model, tmp_path=tmp_path, restore=user_opens_another_image)
+    assert rc == 1
+    assert siril.writes == [] and siril.undo_states == [] and np.array_equal(siril.image, other)
+    (line,) = red_lines(siril)
+    assert "changed during the restoration" in line
+
+
 def test_gui_without_a_display_falls_back_to_the_remembered_settings(sp, tiny_model, tmp_path, monkeypatch):
     tkinter = pytest.importorskip("tkinter")
 

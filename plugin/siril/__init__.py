@@ -332,6 +332,15 @@ def _check_pixels(pixels) -> np.ndarray:
     return pixels
 
 
+def _header(siril, s) -> str | None:
+    """The loaded image's FITS header text: with its shape, what tells that the image in Siril is
+    still the one read. None where Siril gives none."""
+    try:
+        return siril.get_image_fits_header()
+    except s.SirilError:
+        return None
+
+
 def _siril_shape(pixels: np.ndarray) -> tuple[int, int, int]:
     return (1,) + pixels.shape if pixels.ndim == 2 else tuple(pixels.shape)
 
@@ -576,6 +585,7 @@ def _run(session: _Session, argv, model_loader, restore, ask_settings, config_pa
     except _sirilpy_class(s, "NoImageError"):
         raise _Failure("no image is loaded in Siril: open an image first. Nothing was changed.") from None
     shape, dtype = pixels.shape, pixels.dtype
+    header = _header(siril, s)
     layout = "x".join(str(n) for n in _siril_shape(pixels))
     session.log(f"restoring {layout} {dtype} image ({settings.summary()})")
     start = time.monotonic()
@@ -609,6 +619,9 @@ def _run(session: _Session, argv, model_loader, restore, ask_settings, config_pa
             if current is not None and tuple(current) != _siril_shape(result):
                 raise _Failure(f"the image in Siril changed during the restoration ({layout} -> "
                                f"{'x'.join(str(n) for n in current)}); nothing was written")
+            if _header(siril, s) != header:  # another image of the same size
+                raise _Failure("the image in Siril changed during the restoration (its FITS header "
+                               "is not the one read); nothing was written")
             # Older sirilpy reports some failures by returning False, not by raising.
             if session.gui and siril.undo_save_state(undo_text(settings)) is False:
                 raise _Failure("Siril could not save an undo state, so the image was not changed")

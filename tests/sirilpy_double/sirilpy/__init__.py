@@ -15,6 +15,8 @@ the host would reject:
 * ``image_lock()`` can be set to raise :class:`ProcessingThreadBusyError` or
   :class:`ImageDialogOpenError` (or a plain :class:`SirilError`, as sirilpy did before those
   existed) on entry; a nested claim fails as busy.
+* ``get_image_fits_header()`` gives the loaded image's header text (``header``; a test that
+  "loads another image" sets both ``image`` and ``header``), or a dict with ``return_as="dict"``.
 * ``undo_save_state()`` returns None when headless (``is_cli()``); the text must fit in the
   70 bytes of a FITS HISTORY card.
 * ``soft_failures`` makes ``set_image_pixeldata()`` or ``undo_save_state()`` fail as older
@@ -163,6 +165,7 @@ def _env_config() -> dict:
 
 _DEFAULTS = dict(
     image=None,  # numpy array: the image loaded in Siril, or None
+    header="SIMPLE  =                    T",  # its FITS header, as get_image_fits_header() gives it
     cli=None,  # None: follow SIRIL_PYTHON_CLI
     lock_error=None,  # None, "busy", "dialog" or "error"
     connect_fails=False,
@@ -315,6 +318,7 @@ class SirilInterface:
             image = self._validate_pixels(np.asarray(image), "image")
             image = image.copy()
         self.image: np.ndarray | None = image
+        self.header: str = cfg["header"]  # a test that loads another image sets both
         self.original_image = None if image is None else image.copy()
         self._cli = cfg["cli"]
         self.lock_error = cfg["lock_error"]
@@ -412,14 +416,16 @@ class SirilInterface:
         self._record("get_image", with_pixels=with_pixels)
         if self.image is None:
             raise NoImageError("No image loaded in Siril")
-        return FFit(np.array(self.image, copy=True), header="SIMPLE  =                    T")
+        return FFit(np.array(self.image, copy=True), header=self.header)
 
     def get_image_fits_header(self, return_as: str = "str"):
         self._need_connection("get_image_fits_header")
         self._record("get_image_fits_header")
         if self.image is None:
             raise NoImageError("No image loaded in Siril")
-        return {"SIMPLE": True} if return_as == "dict" else "SIMPLE  =                    T"
+        if return_as == "dict":
+            return {card[:8].strip(): card[10:].split("/")[0].strip() for card in self.header.splitlines() if card[8:10] == "= "}
+        return self.header
 
     # -- writing
     def image_lock(self):
