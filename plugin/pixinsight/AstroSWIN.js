@@ -438,6 +438,13 @@ function runAstroSWIN(targetWindow, params, ui)
          throw new AstroSWINFailure("AstroSWIN restores mono and RGB images; this one has " +
             image.numberOfChannels + " channels (an alpha channel?). Remove the extra channels " +
             "(e.g. with ChannelExtraction) and run it again.");
+      // Replace mode writes every pixel; it cannot yet blend through a mask the way
+      // PixInsight's processes do. Refuse before the engine runs, not after.
+      if (p.outputMode !== ASTROSWIN_OUTPUT_NEW_WINDOW && targetWindow.maskEnabled &&
+          !targetWindow.mask.isNull)
+         throw new AstroSWINFailure("A mask (" + targetWindow.mask.mainView.id + ") is active on " +
+            "this image, and AstroSWIN would replace every pixel regardless of it. Disable the " +
+            "mask, or use the new-window mode and blend the result through your mask with PixelMath.");
 
       if (astroswinIsPathLike(p.executable) && !File.exists(p.executable) &&
           !File.exists(p.executable + ".exe"))

@@ -336,6 +336,32 @@ test("an image with an alpha channel is refused before anything is written or ru
    }
 });
 
+test("an active mask: refused in replace mode before the engine runs; new-window mode runs", () => {
+   for (const [mode, refused] of [["replace", true], ["newWindow", false]]) {
+      const { env, ctx, user, before } = setup();
+      const { ImageWindow } = ctx;
+      const maskWindow = new ImageWindow(user.mainView.image.width, user.mainView.image.height, 1, 32, true, false, "stars");
+      user.mask = maskWindow;
+      user.maskEnabled = true;
+      const r = run(env, ctx, user, { outputMode: mode });
+      assert.equal(r.ok, !refused, r.message);
+      if (refused) {
+         assert.match(r.message, /mask \(stars\) is active.*new-window mode/);
+         assert.equal(env.processes.length, 0);
+      }
+      assertUserUntouched(user, before);
+      assertNoTempFiles(env);
+   }
+});
+
+test("a disabled mask does not stop replace mode", () => {
+   const { env, ctx, user } = setup();
+   user.mask = new ctx.ImageWindow(user.mainView.image.width, user.mainView.image.height, 1, 32, true, false, "stars");
+   user.maskEnabled = false;
+   const r = run(env, ctx, user, { outputMode: "replace" });
+   assert.equal(r.ok, true, r.message);
+});
+
 test("new-window mode: 32-bit float window with keywords and astrometric solution; original untouched", () => {
    const { env, ctx, user, before } = setup({ user: { bits: 16, isReal: false } });
    const r = run(env, ctx, user, { outputMode: "newWindow" });

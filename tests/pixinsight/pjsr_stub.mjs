@@ -263,6 +263,8 @@ export function createEnv(options = {}) {
          const image = new Image(width, height, numberOfChannels, bitsPerSample, floatSample, color);
          this._mainView = new View(this, wid, image, true);
          this._currentView = null;
+         this._mask = null;        // ImageWindow.mask: another window, or the null window
+         this.maskEnabled = false;
          env.windows.push(this);
          record("newWindow", { id: wid, bitsPerSample, floatSample });
       }
@@ -283,6 +285,14 @@ export function createEnv(options = {}) {
          return [w];
       }
       get isNull() { return false; }
+      get mask() { this._check(); return this._mask ?? ImageWindow.nullWindow(); }
+      set mask(w) {
+         this._check();
+         if (!(w instanceof ImageWindow)) throw new TypeError("ImageWindow.mask: not an ImageWindow");
+         const a = w._mainView._image, b = this._mainView._image;
+         if (a.width !== b.width || a.height !== b.height) throw new Error("ImageWindow.mask: incompatible mask geometry");
+         this._mask = w;
+      }
       get mainView() { this._check(); return this._mainView; }
       get currentView() { this._check(); return this._currentView ?? this._mainView; }
       get keywords() { this._check(); return this._keywords.map((k) => ({ ...k })); }
