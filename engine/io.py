@@ -239,9 +239,11 @@ def read_tiff(path: Path) -> Image:
             extras = tuple(tif.pages[0].extrasamples) if hasattr(tif.pages[0], "extrasamples") else ()
     except Exception as exc:
         raise EngineError(f"not a readable TIFF file ({_first_line(exc)})") from None
+    if axes in ("QYX", "IYX"):  # pages of one grey sample each: frames, not colour planes
+        raise EngineError(f"a TIFF of {data.shape[0]} grey pages (a stack of frames?): one image per file is restored; save the frames as separate files")
     if axes.endswith("S"):  # interleaved samples: (H, W, S) -> (S, H, W)
         data = np.moveaxis(data, -1, 0)
-    elif axes in ("QYX", "IYX", "CYX", "SYX") or (data.ndim == 3 and axes.endswith("YX")):
+    elif data.ndim == 3 and axes.endswith("YX"):  # planar samples (SYX) or channels (CYX)
         pass
     elif data.ndim != 2:
         raise EngineError(f"unsupported TIFF layout (axes {axes}, shape {data.shape})")

@@ -237,6 +237,19 @@ def test_tiff_keeps_bit_depth_layout_and_alpha(tmp_path, dtype, layout):
     np.testing.assert_array_equal(back, data[..., 0] if layout == "mono" else data)
 
 
+@pytest.mark.parametrize("pages", [2, 3])
+def test_multi_page_grey_tiff_is_refused_not_read_as_colour(tmp_path, pages):
+    """Grey pages are frames: three were read as RGB, two as grey plus an alpha channel.
+    Planar RGB (one page, separate planes) still reads as colour."""
+    frames = np.arange(pages * 8 * 9, dtype=np.uint16).reshape(pages, 8, 9)
+    tifffile.imwrite(tmp_path / "stack.tif", frames, photometric="minisblack", metadata=None)
+    with pytest.raises(EngineError, match=f"{pages} grey pages"):
+        read_image(tmp_path / "stack.tif")
+    if pages == 3:
+        tifffile.imwrite(tmp_path / "planar.tif", frames, photometric="rgb", planarconfig="separate")
+        np.testing.assert_array_equal(read_image(tmp_path / "planar.tif").data, frames)
+
+
 def test_integer_output_is_rounded_and_clipped(tmp_path):
     tifffile.imwrite(tmp_path / "in.tif", np.zeros((4, 4), np.uint16))
     image = read_image(tmp_path / "in.tif")
