@@ -62,7 +62,12 @@ class Image:
         """The input's largest value (0 without a finite pixel), integer inputs too: whether
         it was within [0, 1] decides how outputs are scaled. Computed once: it reads the
         whole image, and the writers and the CLI's clip check all ask."""
-        return float(np.nanmax(self.data)) if np.isfinite(self.data).any() else 0.0
+        return _largest(self.data, 0.0)
+
+
+def _largest(data: np.ndarray, default: float) -> float:
+    """The largest value of ``data``, NaN ignored; ``default`` where no pixel is finite."""
+    return float(np.nanmax(data)) if np.isfinite(data).any() else default
 
 
 def sniff_format(path: Path) -> str:
@@ -402,7 +407,7 @@ def write_xisf(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype
     stored = data
     if dtype.kind == "f":
         dtype = np.dtype(np.float32) if dtype.itemsize < 8 else dtype
-        peak = float(np.nanmax(data)) if np.isfinite(data).any() else 1.0
+        peak = _largest(data, 1.0)
         if peak > 1.0 and image is not None and image.peak > 1.0:
             scale = peak
             stored = data / scale

@@ -79,6 +79,12 @@ def estimates(case: Case, sky: float) -> dict[str, np.ndarray]:
     }
 
 
+def restored_alone(estimate: np.ndarray, zero, model, settings: RestoreSettings) -> np.ndarray:
+    """An emission estimate put through the network on its own, over ``zero`` (the level it is
+    relative to), and taken back to that level: the second half of restoring apart."""
+    return restore_array(estimate + zero, model, settings) - zero
+
+
 @click.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench"), show_default=True)
 @click.option("--size", default=192, show_default=True, help="Scene size in pixels (as benchmark_quality.py).")
@@ -107,12 +113,9 @@ def main(out: Path, size: int, realizations: int, starless: str | None) -> None:
                 rest = {label: restore_array(observed - e, model, off) for label, e in taken.items()}
                 results = {"engine (25 px)": restore_array(observed, model, engine), "off": restore_array(observed, model, off)}
                 results |= {label: rest[label] + e for label, e in taken.items()}
-                sky_level = np.float32(sky)  # the emission alone is restored over the sky, as a frame would be
-                emission = restore_array(taken["true emission"] + sky_level, model, off) - sky_level
-                results["true emission, both restored"] = rest["true emission"] + emission
+                results["true emission, both restored"] = rest["true emission"] + restored_alone(taken["true emission"], np.float32(sky), model, off)  # over the sky, as a frame would be
                 if remover is not None:
-                    emission = restore_array(taken["learned star removal"] + level, model, off) - level
-                    results["learned star removal, both restored"] = rest["learned star removal"] + emission
+                    results["learned star removal, both restored"] = rest["learned star removal"] + restored_alone(taken["learned star removal"], level, model, off)
                 for label, result in results.items():
                     result = result.astype(np.float64)
                     tables.setdefault(label, []).append(star_table(result, case.truth, case.background, case.noise))
