@@ -63,12 +63,11 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad ``(B, C, H, W)`` on the bottom/right up to a multiple of ``multiple``.
 
     Reflect padding where the image is large enough, replicate otherwise (reflect needs the pad
-    to be smaller than the size), so a 1x1 or 7x3 input works too.
+    to be smaller than the size), so a 1x1 or 7x3 input works too. A zero pad is still a pad
+    (no early return): a traced graph (ONNX export) then pads whatever size it is given.
     """
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return x
     mode = "reflect" if (ph < h and pw < w) else "replicate"
     return nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
 

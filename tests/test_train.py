@@ -455,6 +455,17 @@ def test_onnx_export_matches_pytorch(tmp_path, perturbed_model):
 
     assert onnx.load(str(tmp_path / "model.onnx")).opset_import[0].version == 17
     assert diff < 1e-4
+    # Sizes the export neither traced nor checked, off the window's multiple (the graph once
+    # held no padding and failed on those) and on it.
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    for size in ((45, 29), (8, 16), (96, 40)):
+        tile = torch.rand(2, 3, *size)
+        with torch.inference_mode():
+            expected = perturbed_model.eval()(tile).numpy()
+        got = session.run(None, {"pixel_values": tile.numpy()})[0]
+        assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-4, size
 
 
 def test_worker_processes_give_the_same_stream(tmp_path):
