@@ -93,7 +93,7 @@ PY
       --set log.val_every=250 --set log.checkpoint_every=100 --set log.every=50 "${extra[@]}" \
       > "$dir/train.log" 2>&1 || echo "$name: training stopped (timeout or error): keeping the last checkpoint"
     cp "$dir"/last.pt "$dir"/train.csv "$dir"/val.csv "$out/$name/" 2>/dev/null
-    python3 -m astroswin export "$dir/last.pt" --out "$dir/model" >/dev/null ) &
+    python3 -m astroswin export "$dir/last.pt" --out "$dir/model" --overwrite >/dev/null ) &
 done
 wait
 for name in "${names[@]}"; do echo "== $name"; tail -n 4 "runs/gpu-$name/train.log"; done

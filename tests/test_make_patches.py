@@ -256,5 +256,6 @@ def test_folder_patches_trains_on_the_split(tmp_path):
     for split in mp.SPLITS:
         folder = data_mod.FolderPatches(out, split)
         assert len(folder) > 0
-    x, y = data_mod.FolderPatches(out, "train").example(0, 48, degrade_mod.DegradeConfig())
+    config_mod = pytest.importorskip("astroswin.train.config")
+    x, y = data_mod.FolderPatches(out, "train").example(0, config_mod.DataConfig(crop=48), degrade_mod.DegradeConfig())
     assert x.shape == y.shape == (3, 48, 48) and np.isfinite(x).all() and np.isfinite(y).all()

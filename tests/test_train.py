@@ -293,6 +293,60 @@ def test_config_rejects_unknown_keys(tmp_path):
         load_config(tmp_path / "bad.toml")
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"loss.params.histgram": {"bandwidth": 0.05}}, "unknown loss"),  # a misspelt term trained with the default
+        ({"loss.params.histogram": {"bandwith": 0.05}}, "unknown keyword"),
+        ({"loss.weights.flx": 1.0}, "unknown loss"),
+        ({"loss.weights.l1": "1"}, "expected a number"),
+        ({"optim.precision": "bf61"}, "optim.precision"),
+        ({"optim.steps": 1e3}, "expected int"),
+        ({"optim.lr": "2e-4"}, "expected float"),
+        ({"optim.gradient_checkpointing": 1}, "expected bool"),
+        ({"degrade.fwhm": [1.5]}, "expected 2 values"),
+        ({"seed": 10}, "outside 0..9"),  # training seeds would reach the validation scenes' 1e9
+        ({"data.downsample_probability": 0.5}, "folder patches"),
+    ],
+)
+def test_config_refuses_what_would_fail_later_or_silently(override, message):
+    """Checked when the file is read, before a model and validation set are built: once, a
+    misspelt loss term or keyword silently kept its default and a bad precision or a float
+    step count failed only at the first step."""
+    with pytest.raises(ValueError, match=message):
+        load_config(CONFIGS / "stage0.toml", override)
+    assert load_config(CONFIGS / "stage0.toml", {"optim.lr": 3, "loss.params.histogram": {"bandwidth": 0.05}}).optim.lr == 3.0
+
+
+def test_validation_sees_the_emission_step_it_trains_with():
+    """The star remover (data.emission_scale = 25) was validated on inputs without the step."""
+    from astroswin.train.data import validation_set
+
+    plain = validation_set(2, 48, DegradeConfig(), ["nebula"])
+    stepped = validation_set(2, 48, DegradeConfig(), ["nebula"], emission_scale=25)
+    assert not torch.allclose(plain[0], stepped[0])
+    np.testing.assert_allclose(validation_set(2, 48, DegradeConfig(), ["nebula"], emission_scale=25)[0], stepped[0])
+
+
+def test_random_downsampling_bins_big_patches_keeping_flux_per_area():
+    from astroswin.train.config import DataConfig
+    from astroswin.train.data import downsampled
+
+    patch = np.random.default_rng(0).gamma(2.0, 10.0, (3, 130, 97))
+    data = DataConfig(crop=24, folder="patches", folder_fraction=1.0, downsample_probability=1.0, downsample_max=4)
+    factors = set()
+    for seed in range(40):
+        out = downsampled(np.random.default_rng(seed), patch, data)
+        factor = patch.shape[1] // out.shape[1]
+        factors.add(factor)
+        assert out.shape == (3, 130 // factor, 97 // factor) and min(out.shape[1:]) >= data.crop
+        np.testing.assert_allclose(out.mean(), patch[:, : out.shape[1] * factor, : out.shape[2] * factor].mean())
+        np.testing.assert_allclose(out[1, 0, 0], patch[1, :factor, :factor].mean())
+    assert factors == {2, 3, 4}
+    assert downsampled(np.random.default_rng(0), patch, DataConfig(crop=64, folder="p", folder_fraction=1.0, downsample_probability=1.0, downsample_max=4)).shape == patch.shape  # 97 px: no room for 2x
+    assert downsampled(np.random.default_rng(0), patch, DataConfig()) is patch
+
+
 def test_override_of_one_loss_weight_keeps_the_others():
     base = load_config(CONFIGS / "stage0.toml")
     cfg = load_config(CONFIGS / "stage0.toml", {"loss.weights.flux": 2.0, "optim.steps": 7})
@@ -407,6 +461,118 @@ def test_training_resumes_exactly(tmp_path):
         assert (tmp_path / "a" / name).stat().st_size > 0
 
 
+def _tiny(tmp_path: Path, **overrides) -> object:
+    """The TINY stage as a config object, with dotted-key overrides."""
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    return load_config(config, overrides)
+
+
+def _same_run(a: Path, b: Path) -> None:
+    one, two = (torch.load(folder / "last.pt", weights_only=False) for folder in (a, b))
+    assert one["step"] == two["step"]
+    for key in one["model"]:
+        assert torch.equal(one["model"][key], two["model"][key]), key
+        assert torch.equal(one["ema"][key], two["ema"][key]), key
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_finishes_the_step_and_resumes_exactly(tmp_path, signum):
+    """Ctrl-C landing between the optimiser update and the step count once saved a checkpoint
+    one update ahead of its step: the resumed run differed from an uninterrupted one."""
+    from astroswin.train.loop import Trainer
+
+    cfg = _tiny(tmp_path, **{"log.checkpoint_every": 100})
+    Trainer(cfg, tmp_path / "straight").run()
+    stopped = Trainer(cfg, tmp_path / "stopped")
+    update = stopped.optimizer.step
+
+    def update_then_signal(*args, **kwargs):
+        out = update(*args, **kwargs)
+        if stopped.step == 1:
+            os.kill(os.getpid(), signum)
+        return out
+
+    stopped.optimizer.step = update_then_signal
+    stopped.run()
+    state = torch.load(tmp_path / "stopped" / "last.pt", weights_only=False)
+    assert state["step"] == 2 and state["optimizer"]["state"][0]["step"].item() == 2
+    Trainer(cfg, tmp_path / "stopped", resume=True).run()
+    _same_run(tmp_path / "straight", tmp_path / "stopped")
+    assert signal.getsignal(signal.SIGINT) is not None and signal.getsignal(signal.SIGINT) != signal.SIG_IGN
+
+
+def test_a_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(tmp_path):
+    from astroswin.train.loop import Trainer
+
+    trainer = Trainer(_tiny(tmp_path), tmp_path / "run")  # checkpoint_every = 1
+    update = trainer.optimizer.step
+
+    def update_then_two_interrupts(*args, **kwargs):
+        out = update(*args, **kwargs)
+        if trainer.step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    trainer.optimizer.step = update_then_two_interrupts
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert state["step"] == 1 and state["optimizer"]["state"][0]["step"].item() == 1
+
+
+def test_a_fresh_run_refuses_a_folder_holding_a_checkpoint(tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    assert _train(config, tmp_path / "run", "--steps", "1").returncode == 0
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    again = _train(config, tmp_path / "run", "--steps", "1")
+    assert again.returncode == 1 and "--resume" in again.stderr and "Traceback" not in again.stderr
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    assert (tmp_path / "run" / "train.csv").read_text().count("\n") == 2  # header + step 1, not mixed with a second run
+
+
+def test_fp16_training_scales_its_loss_and_resumes_exactly(tmp_path):
+    from astroswin.train.loop import Trainer
+
+    cfg = _tiny(tmp_path, **{"optim.precision": "fp16", "log.val_every": 100})
+    Trainer(cfg, tmp_path / "straight").run()
+    state = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
+    assert state["scaler"] is not None and state["scaler"]["scale"] > 1
+    Trainer(replace_steps(cfg, 2), tmp_path / "halves").run()
+    Trainer(cfg, tmp_path / "halves", resume=True).run()
+    _same_run(tmp_path / "straight", tmp_path / "halves")
+    fp32 = Trainer(_tiny(tmp_path, **{"optim.precision": "fp32", "optim.steps": 1}), tmp_path / "fp32")
+    fp32.run()
+    assert torch.load(tmp_path / "fp32" / "last.pt", weights_only=False)["scaler"] is None
+
+
+def replace_steps(cfg, steps: int):
+    from dataclasses import replace
+
+    return replace(cfg, optim=replace(cfg.optim, steps=steps))
+
+
+def test_export_refuses_to_replace_weights_unless_asked(tmp_path):
+    from click.testing import CliRunner
+
+    from astroswin.train.cli import export_command
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    assert _train(config, tmp_path / "run", "--steps", "1").returncode == 0
+    out = tmp_path / "weights"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"shipped")
+    refused = CliRunner().invoke(export_command, [str(tmp_path / "run" / "last.pt"), "--out", str(out)])
+    assert refused.exit_code == 1 and "--overwrite" in refused.output
+    assert (out / "model.safetensors").read_bytes() == b"shipped"
+    replaced = CliRunner().invoke(export_command, [str(tmp_path / "run" / "last.pt"), "--out", str(out), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert (out / "model.safetensors").read_bytes() != b"shipped"
+
+
 def test_export_round_trips_the_ema_weights(tmp_path):
     from astroswin.engine import load_model
     from astroswin.train.loop import export_pretrained
@@ -419,6 +585,47 @@ def test_export_round_trips_the_ema_weights(tmp_path):
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     for key, value in model.state_dict().items():
         assert torch.equal(value, state["ema"][key]), key
+
+
+DDP_STOP = """
+import faulthandler, os, signal, sys
+faulthandler.dump_traceback_later(90, exit=True)  # a hung rank ends itself: torchrun's workers outlive a kill of its group
+from astroswin.train.config import load_config
+from astroswin.train.loop import Trainer
+trainer = Trainer(load_config(sys.argv[1], {"optim.steps": 6, "log.checkpoint_every": 100}), sys.argv[2])
+take_step = trainer.train_step
+def step():
+    row = take_step()
+    if trainer.rank == 1 and trainer.step == 2:
+        os.kill(os.getpid(), signal.SIGTERM)  # one rank only, as a scheduler's signal can land
+    return row
+trainer.train_step = step
+trainer.run()
+print(f"rank {trainer.rank} stopped at step {trainer.step}", flush=True)
+"""
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(), reason="torchrun not installed")
+def test_a_signal_to_one_ddp_rank_stops_every_rank_at_the_same_step(tmp_path):
+    """Each rank once tested only its own flag: the signalled one left for the final barrier
+    while the other waited in the next step's all-reduce, and the job hung."""
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    script = tmp_path / "stop.py"
+    script.write_text(DDP_STOP)
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([torchrun, "--standalone", "--nproc_per_node", "2", str(script), str(config), str(tmp_path / "ddp")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the DDP job hung")
+    assert "Timeout (0:01:30)!" not in stderr, "a SIGTERM to one rank hung the DDP job"
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "rank 0 stopped at step 2" in stdout and "rank 1 stopped at step 2" in stdout
+    assert torch.load(tmp_path / "ddp" / "last.pt", weights_only=False)["step"] == 2
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(), reason="torchrun not installed")

@@ -43,26 +43,36 @@ def train_command(config: Path, out: Path | None, resume: bool, steps: int | Non
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     out = out or Path("runs") / cfg.name
-    Trainer(cfg, out, resume=resume).run()
+    try:
+        Trainer(cfg, out, resume=resume).run()
+    except FileExistsError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:  # a second Ctrl-C: the last periodic checkpoint stands
+        click.echo(f"stopped; {out / 'last.pt'} holds the last checkpointed step", err=True)
+        raise SystemExit(130) from None
     click.echo(f"checkpoint: {out / 'last.pt'}")
 
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder for model.safetensors + config.json. Default: the package's bundled weights folder for the model's name.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder for model.safetensors + config.json. Default: the package's bundled weights folder for --name (what the engine loads by default).")
 @click.option("--name", default="small", show_default=True, help="Bundled weights name when --out is not given.")
-@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also export ONNX (opset 17, dynamic H and W) here, checked against PyTorch.")
-def export_command(checkpoint: Path, out: Path | None, name: str, onnx_path: Path | None) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace weights already in the folder (the bundled ones included); without it an existing model.safetensors is an error.")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also export ONNX (opset 17, dynamic H and W of at least 8 px) here, checked against PyTorch.")
+def export_command(checkpoint: Path, out: Path | None, name: str, overwrite: bool, onnx_path: Path | None) -> None:
     """Export a training CHECKPOINT's EMA weights as safetensors (+ optional ONNX)."""
     from astroswin.engine.loading import bundled_dir
 
     from .loop import export_pretrained
 
     out = out or bundled_dir(name)
+    if (out / "model.safetensors").exists() and not overwrite:
+        raise click.ClickException(f"{out} already holds weights: pass --overwrite to replace them, or choose --out")
     export_pretrained(checkpoint, out)
     click.echo(f"weights: {out}")
     if onnx_path:
-        from .export import export_onnx
+        from .export import CHECK_SIZES, export_onnx
 
         diff = export_onnx(out, onnx_path)
-        click.echo(f"onnx: {onnx_path} (max |onnx - torch| on a 64x64 tile: {diff:.2e})")
+        sizes = " and ".join(f"{h}x{w}" for h, w in CHECK_SIZES)
+        click.echo(f"onnx: {onnx_path} (max |onnx - torch| on {sizes} tiles: {diff:.2e})")

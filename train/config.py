@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,11 @@ except ModuleNotFoundError:  # Python 3.10
 
 #: The kinds of target a stage can train towards (:attr:`DataConfig.target`).
 TARGETS = ("restored", "starless")
+#: :attr:`OptimConfig.precision` values (autocast; ``auto`` = bf16 on CUDA if supported).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: Seeds are 0..9: training seeds are ``seed * 10**8 + n``, below the validation scenes' 10**9
+#: (:data:`astroswin.train.data.VALIDATION_SEED_BASE`).
+MAX_SEED = 10
 
 
 @dataclass
@@ -47,12 +53,22 @@ class DataConfig:
     #: Window (px) of the engine's running median taken out of input and target before the
     #: stretch (:func:`astroswin.train.data.without_emission`); 0 = the image as it is.
     emission_scale: int = 0
+    #: Random downsampling of the user's big images (folder patches), so the network sees their
+    #: structure at several scales: with this probability a patch is binned by an integer
+    #: factor from 2 to ``downsample_max`` (block means: flux per area kept; never below the
+    #: crop) before it is degraded. Synthetic scenes are drawn at every scale already.
+    downsample_probability: float = 0.0
+    downsample_max: int = 2
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise ValueError(f"data.target: {self.target!r} is not one of {TARGETS}")
         if self.target == "starless" and self.folder_fraction > 0:
             raise ValueError("data.target 'starless' needs each scene's star layer, which only synthetic scenes have: set data.folder_fraction to 0")
+        if not 0 <= self.downsample_probability <= 1 or self.downsample_max < 2:
+            raise ValueError(f"data.downsample_probability must be in [0, 1] and data.downsample_max >= 2, got {self.downsample_probability} and {self.downsample_max}")
+        if self.downsample_probability > 0 and self.folder_fraction == 0:
+            raise ValueError("data.downsample_probability applies to folder patches (the user's big images); with data.folder_fraction 0 it would do nothing")
 
 
 @dataclass
@@ -61,6 +77,26 @@ class LossConfig:
 
     weights: dict = field(default_factory=lambda: {"l1": 1.0, "mse": 1.0, "flux": 0.5})
     params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Every term and keyword must exist: a misspelt one would silently train with the
+        default (checked here, before the model and validation set are built)."""
+        from .losses import LOSSES
+
+        for table in ("weights", "params"):
+            unknown = set(getattr(self, table)) - set(LOSSES)
+            if unknown:
+                raise ValueError(f"loss.{table}: unknown loss(es) {sorted(unknown)}; known: {sorted(LOSSES)}")
+        for name, weight in self.weights.items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+                raise ValueError(f"loss.weights.{name}: expected a number, got {weight!r}")
+        for name, keywords in self.params.items():
+            if not isinstance(keywords, dict):
+                raise ValueError(f"loss.params.{name}: expected a table of keywords, got {keywords!r}")
+            accepted = list(inspect.signature(LOSSES[name]).parameters)[2:]  # after (p, t)
+            unknown = set(keywords) - set(accepted)
+            if unknown:
+                raise ValueError(f"loss.params.{name}: unknown keyword(s) {sorted(unknown)}; {name} takes {accepted}")
 
 
 @dataclass
@@ -78,6 +114,10 @@ class OptimConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast; auto = bf16 on CUDA if supported)
     gradient_checkpointing: bool = False
     threads: int = 0  # CPU threads for torch (0 = torch's default)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"optim.precision: {self.precision!r} is not one of {PRECISIONS}")
 
 
 @dataclass
@@ -111,6 +151,10 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.seed < MAX_SEED:
+            raise ValueError(f"seed: {self.seed} is outside 0..{MAX_SEED - 1} (training data seeds are seed x 1e8 + n, and validation scenes start at 1e9)")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -127,11 +171,30 @@ def _build(cls, values: dict, where: str):
             raise ValueError(f"{where}.{key}: expected a table, got {value!r}")
         if dataclasses.is_dataclass(default):
             kwargs[key] = _build(type(default), value, f"{where}.{key}")
-        elif isinstance(default, tuple):
-            kwargs[key] = tuple(value)
         else:
-            kwargs[key] = value
+            kwargs[key] = _typed(value, default, f"{where}.{key}")
     return cls(**kwargs)
+
+
+def _typed(value: Any, default: Any, where: str) -> Any:
+    """``value`` checked against its default's type: ``steps = 1e3`` (a float) or
+    ``lr = "2e-4"`` (a string) is an error here, not a failure at the first step."""
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or len(value) != len(default):
+            raise ValueError(f"{where}: expected {len(default)} values like {list(default)}, got {value!r}")
+        return tuple(_typed(v, d, f"{where}[{i}]") for i, (v, d) in enumerate(zip(value, default)))
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ValueError(f"{where}: expected {type(default).__name__}, got {value!r}")
+    return value
 
 
 def from_dict(values: dict, where: str = "config") -> TrainConfig:

@@ -126,18 +126,35 @@ class FolderPatches:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def example(self, seed: int, crop: int, degradations: DegradeConfig, emission_scale: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def example(self, seed: int, data: DataConfig, degradations: DegradeConfig) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([seed, 11])
         entry = self.entries[int(rng.integers(len(self.entries)))]
         patch = np.load(self.folder / entry["path"]).astype(np.float64)
+        patch = downsampled(np.random.default_rng([seed, 17]), patch, data)  # its own stream: rng's draws stay as they were
         patch = np.nan_to_num(patch - np.nanmedian(patch))
         scale = np.abs(patch).max() or 1.0
         scene = patch / scale * 10 ** rng.uniform(2, 4)  # to the flux range of synthetic scenes
         h, w = scene.shape[-2:]
+        crop = data.crop
         y0, x0 = int(rng.integers(0, max(1, h - crop + 1))), int(rng.integers(0, max(1, w - crop + 1)))
         degraded, target, _ = degrade(rng, scene, degradations)
-        degraded, target = without_emission(degraded, target, emission_scale)
+        degraded, target = without_emission(degraded, target, data.emission_scale)
         return view_pair(rng, degraded, target, y0, x0, crop)
+
+
+def downsampled(rng: np.random.Generator, patch: np.ndarray, data: DataConfig) -> np.ndarray:
+    """``(C, H, W)`` patch binned by a random integer factor (block means, so flux per area is
+    kept and nothing is interpolated) with probability ``data.downsample_probability``; the
+    factor is at most ``data.downsample_max`` and never leaves less than ``data.crop``."""
+    if data.downsample_probability == 0 or rng.uniform() >= data.downsample_probability:
+        return patch
+    largest = min(data.downsample_max, min(patch.shape[-2:]) // data.crop)
+    if largest < 2:
+        return patch
+    factor = int(rng.integers(2, largest + 1))
+    c, h, w = patch.shape
+    h, w = h - h % factor, w - w % factor
+    return patch[:, :h, :w].reshape(c, h // factor, factor, w // factor, factor).mean(axis=(2, 4))
 
 
 def make_batch(seeds: list[int], data: DataConfig, degradations: DegradeConfig, folder: FolderPatches | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,7 +162,7 @@ def make_batch(seeds: list[int], data: DataConfig, degradations: DegradeConfig, 
     xs, ys = [], []
     for seed in seeds:
         use_folder = folder is not None and np.random.default_rng([seed, 13]).uniform() < data.folder_fraction
-        x, y = folder.example(seed, data.crop, degradations, data.emission_scale) if use_folder else synthetic_example(seed, data, degradations)
+        x, y = folder.example(seed, data, degradations) if use_folder else synthetic_example(seed, data, degradations)
         xs.append(x)
         ys.append(y)
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
@@ -155,13 +172,15 @@ def make_batch(seeds: list[int], data: DataConfig, degradations: DegradeConfig, 
 VALIDATION_SEED_BASE = 10**9
 
 
-def validation_set(count: int, size: int, degradations: DegradeConfig, kinds: Sequence[str] = ("stars", "galaxy", "nebula"), target: str = "restored") -> tuple[torch.Tensor, torch.Tensor]:
+def validation_set(count: int, size: int, degradations: DegradeConfig, kinds: Sequence[str] = ("stars", "galaxy", "nebula"), target: str = "restored", emission_scale: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed validation set, disjoint from training seeds, cycling through ``kinds``.
 
     The trainer passes the kinds it trains on, so a run without galaxies (a machine without
-    galsim) validates without them too; with the default mix the set never changes.
+    galsim) validates without them too; with the default mix the set never changes. It also
+    passes the target and the emission step it trains with, so validation sees what training
+    sees.
     """
-    data = DataConfig(crop=size, margin=32, mono_fraction=0.3, target=target)
+    data = DataConfig(crop=size, margin=32, mono_fraction=0.3, target=target, emission_scale=emission_scale)
     xs, ys = [], []
     for i in range(count):
         data.kinds = {kinds[i % len(kinds)]: 1.0}

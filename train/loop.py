@@ -84,6 +84,8 @@ class Trainer:
             torch.set_num_threads(cfg.optim.threads)
         torch.manual_seed(cfg.seed)
         checkpoint = self.out / "last.pt"
+        if not resume and checkpoint.is_file():
+            raise FileExistsError(f"{checkpoint} exists: continue that run with --resume, or choose another --out (a fresh run would overwrite it and mix its logs)")
         resuming = resume and checkpoint.is_file()
         # A resumed run rebuilds the model from its own checkpoint: `init` may not exist here.
         self.model = (build_model(replace(cfg, init=str(checkpoint))) if resuming else build_model(cfg)).to(self.device)
@@ -91,6 +93,9 @@ class Trainer:
             self.model.gradient_checkpointing_enable()
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if cfg.optim.ema > 0 else None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        # fp16 needs loss scaling: without it half the gradients of the tiny model underflowed
+        # to zero (measured on CPU autocast); bf16 has fp32's range and needs none.
+        self.scaler = torch.amp.GradScaler(self.device.type) if autocast_context(cfg.optim.precision, self.device)[1] == "fp16" else None
         self.step = 0
         self.folder = FolderPatches(cfg.data.folder) if cfg.data.folder else None
         self.stop_requested = False
@@ -114,6 +119,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "torch_rng": torch.get_rng_state(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
 
     def save(self) -> None:
@@ -128,6 +134,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         torch.set_rng_state(state["torch_rng"].cpu())
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
 
     # -- one step ------------------------------------------------------------------------------
     def seeds(self, micro: int, step: int | None = None) -> list[int]:
@@ -161,12 +169,19 @@ class Trainer:
             with context:
                 pred = self.net(x)
             loss, terms = weighted_loss(pred.float(), y, cfg.loss.weights, cfg.loss.params)
-            (loss / cfg.optim.accumulation).backward()
+            share = loss / cfg.optim.accumulation
+            (share if self.scaler is None else self.scaler.scale(share)).backward()
             for k, v in {"loss": float(loss.detach()), **terms}.items():
                 totals[k] = totals.get(k, 0.0) + v / cfg.optim.accumulation
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         if cfg.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-        self.optimizer.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)  # skipped when a gradient overflowed
+            self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             with torch.no_grad():
@@ -207,19 +222,39 @@ class Trainer:
         Image.fromarray(grid).save(self.out / "val_grid.png")
 
     # -- the run -------------------------------------------------------------------------------
+    def should_stop(self) -> bool:
+        """Whether any rank was asked to stop. A signal reaches the ranks at different moments;
+        they must all leave at the same step, or the others wait for ever in the next step's
+        gradient all-reduce (measured: a SIGTERM to one of two gloo ranks hung the job)."""
+        if self.world > 1:
+            flag = torch.tensor([float(self.stop_requested)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            self.stop_requested = bool(flag.item())
+        return self.stop_requested
+
     def run(self) -> None:
+        """Train to ``optim.steps``, or until SIGTERM or Ctrl-C, which finish the step under way
+        and checkpoint it (a signal mid-step once saved an optimiser one step ahead of the
+        model's step count: the resumed run was no longer the same run). A second Ctrl-C stops
+        at once and keeps the last periodic checkpoint."""
         cfg = self.cfg
-        handler = signal.getsignal(signal.SIGTERM)
+        stops = (signal.SIGTERM, signal.SIGINT)
+        handlers = {signum: signal.getsignal(signum) for signum in stops}
 
         def request_stop(signum, frame):
+            if self.stop_requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt
             self.stop_requested = True
+            if self.is_main:
+                print("stopping after this step (Ctrl-C again: at once, keeping the last checkpoint)", flush=True)
 
-        signal.signal(signal.SIGTERM, request_stop)
-        val = validation_set(cfg.log.val_scenes, cfg.log.val_size, cfg.degrade, [k for k, w in cfg.data.kinds.items() if w > 0], cfg.data.target) if self.is_main else None
+        for signum in stops:
+            signal.signal(signum, request_stop)
+        val = validation_set(cfg.log.val_scenes, cfg.log.val_size, cfg.degrade, [k for k, w in cfg.data.kinds.items() if w > 0], cfg.data.target, cfg.data.emission_scale) if self.is_main else None
         self.stream = self.batches()
         start = time.time()
         try:
-            while self.step < cfg.optim.steps and not self.stop_requested:
+            while self.step < cfg.optim.steps and not self.should_stop():
                 row = self.train_step()
                 row["seconds"] = round(time.time() - start, 1)
                 if self.is_main and (self.step % cfg.log.every == 0 or self.step == 1):
@@ -231,11 +266,10 @@ class Trainer:
                     metrics = self.validate(val)
                     append_csv(self.out / "val.csv", metrics)
                     print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()), flush=True)
-        except KeyboardInterrupt:
-            pass
-        finally:
             self.save()
-            signal.signal(signal.SIGTERM, handler)
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
             if self.world > 1 and dist.is_initialized():
                 dist.barrier()
                 dist.destroy_process_group()
