@@ -2,7 +2,8 @@
 
 The exported graph takes and returns ``(B, 3, H, W)`` float32 in the engine's stretched space,
 exactly like :class:`astroswin.engine.model.AstroSwin2SR`; normalisation and tiling stay in the
-caller. The export is checked against PyTorch on a tile and the max difference is returned.
+caller. The export is checked against PyTorch on two tiles (one size off the window's multiple) and
+the max difference is returned.
 """
 
 from __future__ import annotations
