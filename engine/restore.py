@@ -195,23 +195,43 @@ def finite_fraction(image: np.ndarray) -> float:
     return count / image.size
 
 
-def saturation_level(image: np.ndarray, params: Stretch) -> float | None:
-    """The clip level of the data, if it has a saturated plateau, else None.
+def finite_extremes(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(C,)`` smallest and largest finite value of each channel (+inf / -inf for a channel
+    with none), read in bounded-memory row blocks."""
+    c, h, w = image.shape
+    lows, peaks = np.full(c, np.inf), np.full(c, -np.inf)
+    for a, b in _row_blocks(h, w, c, release=image):
+        for channel in range(c):
+            block = image[channel, a:b]
+            finite = block[np.isfinite(block)]
+            if finite.size:
+                lows[channel] = min(lows[channel], float(finite.min()))
+                peaks[channel] = max(peaks[channel], float(finite.max()))
+    return lows, peaks
 
-    A plateau is at least 3 pixels sharing the maximum value, far (>50 sigma) above the
+
+def saturation_level(image: np.ndarray, params: Stretch, peaks: np.ndarray | None = None) -> np.ndarray | None:
+    """``(C,)`` clip level of each channel (+inf where a channel has none), or None if no
+    channel has a saturated plateau.
+
+    A plateau is at least 3 pixels sharing a channel's maximum value, far (>50 sigma) above its
     background: a clipped star core or a sensor's full well, which no restoration can recover.
+    Each channel is looked at on its own: white-balanced colour data clips each at its own
+    level, and a single level (the brightest channel's) once let the other channels' clipped
+    cores through the network, 3-4x brighter and falsely coloured. ``peaks``: the channels'
+    largest finite values, if known (:func:`finite_extremes`).
     """
     c, h, w = image.shape
-    peak = -np.inf
-    for a, b in _row_blocks(h, w, c, release=image):
-        block = image[:, a:b]
-        finite = block[np.isfinite(block)]
-        if finite.size:
-            peak = max(peak, float(finite.max()))
-    if not np.isfinite(peak) or peak < float(params.background.max()) + 50 * params.noise:
-        return None
-    count = sum(int((image[:, a:b] == peak).sum()) for a, b in _row_blocks(h, w, c, release=image))
-    return peak if count >= 3 else None
+    peaks = finite_extremes(image)[1] if peaks is None else peaks
+    levels = np.full(c, np.inf)
+    for channel in range(c):
+        peak = peaks[channel]
+        if not np.isfinite(peak) or peak < float(params.background[channel]) + 50 * params.noise:
+            continue
+        count = sum(int((image[channel, a:b] == peak).sum()) for a, b in _row_blocks(h, w, c, release=image))
+        if count >= 3:
+            levels[channel] = peak
+    return levels if np.isfinite(levels).any() else None
 
 
 def _clean_tile(tile: np.ndarray, params: Stretch) -> np.ndarray:
@@ -438,6 +458,10 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
     c, h, w = image.shape
     if finite_fraction(image) == 0.0:
         raise EngineError("the image has no finite pixel (all NaN or inf)")
+    lows, peaks = finite_extremes(image)
+    if np.all((lows == peaks) | ~np.isfinite(lows)):  # constant: nothing to restore (the stretch has no noise to key on)
+        out = np.array(image, dtype=np.float32)
+        return out[0] if data.ndim == 2 else out
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
     if settings.threads:
@@ -483,11 +507,11 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
     if emission is not None:
         for a, b in _row_blocks(h, w, c, budget=BAND_VALUES):  # ~4 MB of emission at a time
             out[:, a:b] += emission.rows(a, b)
-    _finish(out, image, settings.strength, saturation_level(image, params))
+    _finish(out, image, settings.strength, saturation_level(image, params, peaks))
     return out[0] if data.ndim == 2 else out
 
 
-def _finish(out: np.ndarray, image: np.ndarray, strength: float, saturation: float | None) -> None:
+def _finish(out: np.ndarray, image: np.ndarray, strength: float, saturation: np.ndarray | None) -> None:
     """Strength blend, then put back non-finite and saturated input pixels, in row blocks."""
     c, h, w = out.shape
     for a, b in _row_blocks(h, w, c, release=image):
@@ -498,7 +522,7 @@ def _finish(out: np.ndarray, image: np.ndarray, strength: float, saturation: flo
             dst += (1.0 - strength) * np.nan_to_num(src, nan=0.0, posinf=0.0, neginf=0.0)
         keep = ~np.isfinite(src)
         if saturation is not None:
-            keep |= src >= saturation
+            keep |= src >= saturation[:, None, None]
         if keep.any():
             dst[keep] = src[keep]
 

@@ -69,6 +69,31 @@ def test_saturated_plateau_is_passed_through(perturbed_model):
     np.testing.assert_array_equal(out[30:34, 30:34], 65535.0)
 
 
+def test_each_colour_channel_clips_at_its_own_level(perturbed_model):
+    """White-balanced RGB clips each channel at its own level; only the brightest channel's
+    core was once passed through, the others came back 3-4x brighter and falsely coloured."""
+    data = np.stack([_noise((64, 64), seed) for seed in range(3)])
+    levels = np.array([65535.0, 52428.0, 39321.0], np.float32)
+    data[:, 28:35, 28:35] += 30000.0  # a bright star whose core clips in every channel
+    data[:, 30:33, 30:33] = 1e6
+    data = np.minimum(data, levels[:, None, None])
+    out = restore_array(data, perturbed_model, FAST)
+    for channel, level in enumerate(levels):
+        clipped = data[channel] == level
+        assert clipped.sum() >= 9
+        np.testing.assert_array_equal(out[channel][clipped], level)
+
+
+@pytest.mark.parametrize("value", [0.0, 1e-20, 1234.5])
+def test_a_constant_image_comes_back_unchanged(value, perturbed_model):
+    """Nothing to restore; the stretch had no noise to key on and once added an offset."""
+    data = np.full((3, 40, 50), value, np.float32)
+    data[1, 5, 5] = np.nan
+    out = restore_array(data, perturbed_model, FAST)
+    np.testing.assert_array_equal(out, data)
+    assert restore_array(np.full((1, 1), value), perturbed_model, FAST).item() == np.float32(value)
+
+
 def test_input_is_not_modified(perturbed_model):
     data = _noise((3, 40, 40))
     data[0, 0, 0] = np.nan
