@@ -87,7 +87,7 @@ class EmissionMap:
         return self.at(np.arange(start, stop), np.arange(self.shape[1]))
 
 
-def smooth_emission(image: np.ndarray, scale: int, background: np.ndarray) -> EmissionMap:
+def smooth_emission(image: np.ndarray, scale: int, background: np.ndarray, blank: bool = False) -> EmissionMap:
     """The smooth emission: a running median of ``scale`` px, relative to the frame's median.
 
     Zero on the frame's typical level (the median of the smoothed bins, within a fraction of a
@@ -104,6 +104,8 @@ def smooth_emission(image: np.ndarray, scale: int, background: np.ndarray) -> Em
         Window of the running median in pixels (>= 3).
     background : numpy.ndarray
         ``(C,)`` level per channel that non-finite pixels count as, in the image's units.
+    blank : bool
+        Exact zeros count as that level too (:attr:`astroswin.engine.normalize.Stretch.blank`).
 
     Returns
     -------
@@ -121,13 +123,19 @@ def smooth_emission(image: np.ndarray, scale: int, background: np.ndarray) -> Em
     for channel in range(c):
         sky = np.float32(background[channel])
         summary = np.empty((hb, wb), dtype=np.float32)
+        whole = np.empty((hb, wb), dtype=bool)  # bins where every pixel holds data
         for i0 in range(0, hb, band):
             i1 = min(hb, i0 + band)
             slab = np.asarray(image[channel, i0 * factor : i1 * factor], dtype=np.float32)
-            slab = np.where(np.isfinite(slab), slab, sky)
-            slab = np.pad(slab, ((0, (i1 - i0) * factor - slab.shape[0]), (0, wb * factor - w)), mode="edge")
+            valid = np.isfinite(slab) & ((slab != 0) if blank else True)
+            pad = ((0, (i1 - i0) * factor - slab.shape[0]), (0, wb * factor - w))
+            slab = np.pad(np.where(valid, slab, sky), pad, mode="edge")
             blocks = slab.reshape(i1 - i0, factor, wb, factor).swapaxes(1, 2).reshape(i1 - i0, wb, factor * factor)
             summary[i0:i1] = np.percentile(blocks, BLOCK_PERCENTILE, axis=2)
+            whole[i0:i1] = np.pad(valid, pad, mode="edge").reshape(i1 - i0, factor, wb, factor).all(axis=(1, 3))
         smooth = median_filter(summary, size=window, mode="nearest")
-        binned[channel] = smooth - np.median(smooth)  # zero on the frame's typical sky, whatever the percentile's bias
+        # Zero on the frame's typical sky, whatever the percentile's bias, judged where there is
+        # data: bins filled with the sky level sit above the percentile's level, and a border of
+        # NaN or blank pixels once shifted the whole map with its size (3% on a bright star).
+        binned[channel] = smooth - np.median(smooth[whole] if whole.any() else smooth)
     return EmissionMap(binned, factor, (h, w))

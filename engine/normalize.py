@@ -30,6 +30,8 @@ RANGE = 12.0
 _MAX_SAMPLES = 1 << 20
 #: Relative floor of the noise for noiseless data (synthetic images, all-constant frames).
 _NOISE_FLOOR = 1e-4
+#: Exact zeros are blank (no data) when every channel's sky is this many sigma from zero.
+BLANK_SIGMA = 5.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,10 @@ class Stretch:
 
     background: np.ndarray
     noise: float
+    #: Exact zeros carry no data (registration borders, mosaics' empty corners): the image's
+    #: sky lies more than :data:`BLANK_SIGMA` noise sigma from zero, where no real pixel is
+    #: exactly 0. They are left out of these statistics and treated like NaN by the engine.
+    blank: bool = False
 
     def shaped(self, ndim: int, like=None):
         """Background as a broadcastable ``(C, 1, 1)`` (or ``(1, C, 1, 1)``) array/tensor."""
@@ -76,16 +82,20 @@ def _whole_rows(channel: np.ndarray) -> np.ndarray:
     return channel[::step]
 
 
-def robust_noise(channel: np.ndarray) -> float:
+def robust_noise(channel: np.ndarray, blank: bool = False) -> float:
     """Pixel-to-pixel noise sigma of a 2-D array, in data units.
 
     Uses the median absolute deviation of horizontal first differences divided by sqrt(2):
     smooth structure (nebulae, galaxies, gradients) cancels in the differences, and the median
-    ignores stars and hot pixels. Non-finite pixels are ignored. Returns 0 for noiseless data.
+    ignores stars and hot pixels. Non-finite pixels are ignored, and with ``blank`` exact zeros
+    too (:attr:`Stretch.blank`). Returns 0 for noiseless data.
     """
     if channel.shape[1] < 2:
         channel = channel.T
-    diff = np.diff(_whole_rows(channel).astype(np.float64), axis=1).ravel()
+    rows = _whole_rows(channel).astype(np.float64)
+    if blank:
+        rows[rows == 0] = np.nan
+    diff = np.diff(rows, axis=1).ravel()
     diff = diff[np.isfinite(diff)]
     if diff.size == 0:
         return 0.0
@@ -109,24 +119,34 @@ def estimate_stretch(image: np.ndarray) -> Stretch:
     """
     if image.ndim != 3:
         raise ValueError(f"expected a (C, H, W) image, got shape {image.shape}")
+    samples = [_subsample(channel).astype(np.float64) for channel in image]
+    if any((sample == 0).any() for sample in samples):  # blank borders? judged on the rest
+        rest = _statistics(image, samples, blank=True)
+        if all(abs(b) > BLANK_SIGMA * rest.noise for b in rest.background):
+            return rest
+    return _statistics(image, samples, blank=False)
+
+
+def _statistics(image: np.ndarray, samples: list[np.ndarray], blank: bool) -> Stretch:
+    """:func:`estimate_stretch` over ``samples`` (each channel's subsample), exact zeros
+    left out with ``blank``."""
     background = np.empty(image.shape[0], dtype=np.float64)
     noises = []
     spans = []
-    for c, channel in enumerate(image):
-        sample = _subsample(channel).astype(np.float64)
-        finite = sample[np.isfinite(sample)]
+    for c, (channel, sample) in enumerate(zip(image, samples)):
+        finite = sample[np.isfinite(sample) & ((sample != 0) if blank else True)]
         if finite.size == 0:
             background[c] = 0.0
             continue
         background[c] = np.median(finite)
-        noises.append(robust_noise(channel))
+        noises.append(robust_noise(channel, blank))
         spans.append(float(np.max(np.abs(finite - background[c]))))
     noise = float(np.median(noises)) if noises else 0.0
     span = max(spans) if spans else 0.0
-    floor = _NOISE_FLOOR * span
-    if not np.isfinite(noise) or noise <= floor:
+    if not np.isfinite(noise) or noise <= 0:  # noiseless data only: a floor on real noise made
+        floor = _NOISE_FLOOR * span  # one star 1e4 sigma bright change the whole frame's stretch
         noise = floor if floor > 0 else 1.0
-    return Stretch(background=background, noise=noise)
+    return Stretch(background=background, noise=noise, blank=blank)
 
 
 def stretch(x, params: Stretch):

@@ -234,9 +234,20 @@ def saturation_level(image: np.ndarray, params: Stretch, peaks: np.ndarray | Non
     return levels if np.isfinite(levels).any() else None
 
 
-def _clean_tile(tile: np.ndarray, params: Stretch) -> np.ndarray:
-    """Replace non-finite pixels of a tile by their channel's background."""
-    bad = ~np.isfinite(tile)
+def no_data(block: np.ndarray, params: Stretch) -> np.ndarray:
+    """Pixels of ``block`` that carry no data: non-finite ones, and exact zeros where the
+    frame's zeros are blank (:attr:`~astroswin.engine.normalize.Stretch.blank`). The network
+    sees its channel's background there, and the input's values come back unchanged: a
+    mosaic's empty corner would otherwise be a cliff the network rings on."""
+    bad = ~np.isfinite(block)
+    if params.blank:
+        bad |= block == 0
+    return bad
+
+
+def _clean_tile(tile: np.ndarray, params: Stretch, bad: np.ndarray | None = None) -> np.ndarray:
+    """Replace the pixels ``bad`` (default: the non-finite ones) by their channel's background."""
+    bad = ~np.isfinite(tile) if bad is None else bad
     if bad.any():
         tile = np.where(bad, params.background.astype(np.float32)[:, None, None], tile)
     return tile
@@ -277,10 +288,11 @@ def _upload(image: np.ndarray, params: Stretch, device: torch.device, emission: 
     background = torch.as_tensor(np.asarray(params.background, dtype=np.float32), device=device).reshape(c, 1, 1)
     for a, b in _row_blocks(h, w, c, release=image):
         block = np.array(image[:, a:b], dtype=np.float32)  # a writable copy
+        bad = torch.from_numpy(no_data(block, params)).to(device)
         if emission is not None:
             block -= emission.rows(a, b)
         block = torch.from_numpy(block).to(device)
-        dst[:, a:b] = torch.where(torch.isfinite(block), block, background)
+        dst[:, a:b] = torch.where(bad, background, block)
     return dst
 
 
@@ -470,7 +482,7 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
 
     params = estimate_stretch(image)
     release_pages(image)
-    emission = smooth_emission(image, settings.emission_scale, params.background) if settings.emission_scale else None
+    emission = smooth_emission(image, settings.emission_scale, params.background, params.blank) if settings.emission_scale else None
     release_pages(image)  # smooth_emission read every page of a memory-mapped input
     layout = tiling.plan(h, w, *settings.tiling(device))
     resident = _fits_on_device(image.shape, device)
@@ -491,9 +503,10 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
                 release_pages(image)
             cut = [tiling.extract(source, layout, y, x) for y, x in part]
             if not resident:  # the uploaded image was cleaned, emission out, once, whole (_upload)
+                bad = [no_data(tile, params) for tile in cut]
                 if emission is not None:
                     cut = [tile - emission.at(*tiling.indices(layout, y, x)) for tile, (y, x) in zip(cut, part)]
-                cut = [_clean_tile(tile, params) for tile in cut]
+                cut = [_clean_tile(tile, params, mask) for tile, mask in zip(cut, bad)]
             batch = _stack(cut, per_pass if runner.compiled is not None else len(cut))  # compiled: fixed shape
             restored = _infer(runner, batch, params, device, precision, model_channels)
             for (y, x), tile in zip(part, restored):
@@ -507,12 +520,13 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
     if emission is not None:
         for a, b in _row_blocks(h, w, c, budget=BAND_VALUES):  # ~4 MB of emission at a time
             out[:, a:b] += emission.rows(a, b)
-    _finish(out, image, settings.strength, saturation_level(image, params, peaks))
+    _finish(out, image, settings.strength, saturation_level(image, params, peaks), params)
     return out[0] if data.ndim == 2 else out
 
 
-def _finish(out: np.ndarray, image: np.ndarray, strength: float, saturation: np.ndarray | None) -> None:
-    """Strength blend, then put back non-finite and saturated input pixels, in row blocks."""
+def _finish(out: np.ndarray, image: np.ndarray, strength: float, saturation: np.ndarray | None, params: Stretch) -> None:
+    """Strength blend, then put back the input's pixels without data (:func:`no_data`) and
+    its saturated ones, in row blocks."""
     c, h, w = out.shape
     for a, b in _row_blocks(h, w, c, release=image):
         src = np.asarray(image[:, a:b], dtype=np.float32)
@@ -520,7 +534,7 @@ def _finish(out: np.ndarray, image: np.ndarray, strength: float, saturation: np.
         if strength < 1.0:
             dst *= strength
             dst += (1.0 - strength) * np.nan_to_num(src, nan=0.0, posinf=0.0, neginf=0.0)
-        keep = ~np.isfinite(src)
+        keep = no_data(src, params)
         if saturation is not None:
             keep |= src >= saturation[:, None, None]
         if keep.any():

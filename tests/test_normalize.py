@@ -93,3 +93,31 @@ def test_noise_of_correlated_stacks_does_not_depend_on_frame_size():
     img = (0.25 * (x[:-1, :-1] + x[1:, :-1] + x[:-1, 1:] + x[1:, 1:]) + 100)[None]  # half-pixel shift
     crops = [estimate_stretch(img[:, y : y + 64, 0:64]).noise for y in range(0, 2048, 256)]
     assert abs(estimate_stretch(img).noise / np.median(crops) - 1) < 0.05
+
+
+@pytest.mark.parametrize("peak", [1e6, 1e7, 1e9])
+def test_one_very_bright_pixel_does_not_change_the_frames_noise(peak):
+    """The noise was floored at 1e-4 of the brightest pixel's height: one saturated star in
+    low-noise data raised the whole frame's noise (10 -> 1000 for a pixel at 1e7)."""
+    img = np.random.default_rng(0).normal(1000.0, 10.0, (1, 128, 128))
+    calm = estimate_stretch(img)
+    img[0, 64, 64] += peak
+    bright = estimate_stretch(img)
+    assert abs(bright.noise / calm.noise - 1) < 0.01
+    assert abs(bright.background[0] - calm.background[0]) < 0.1
+
+
+def test_zeros_are_blank_where_the_sky_is_far_from_zero():
+    """A registration border or a mosaic's empty corner (exact zeros) once pulled the median
+    and the noise down: at 55% of the frame the black point went to 0 and the noise to 0.6
+    of a sigma of 10. Where the sky itself is near zero, zeros are data."""
+    sky = np.random.default_rng(0).normal(1000.0, 10.0, (3, 200, 200))
+    for border in (0.3, 0.55):
+        img = sky.copy()
+        img[:, :, : int(200 * border)] = 0.0
+        params = estimate_stretch(img)
+        assert params.blank and np.all(np.abs(params.background - 1000.0) < 1.0) and abs(params.noise - 10.0) < 0.3
+    near_zero = np.clip(np.random.default_rng(1).normal(0.0, 10.0, (1, 200, 200)), 0, None)  # clipped at 0: half the pixels
+    params = estimate_stretch(near_zero)
+    assert not params.blank and params.background[0] == 0.0
+    assert not estimate_stretch(sky).blank
