@@ -97,6 +97,14 @@ class RestoreSettings:
     compile: str = "auto"
 
     def check(self) -> None:
+        for name in ("tile", "overlap", "threads", "batch_size", "emission_scale"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+                raise EngineError(f"{name.replace('_', ' ')} must be a whole number, got {value!r}")
+        if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float, np.floating, np.integer)):
+            raise EngineError(f"strength must be a number within 0..1, got {self.strength!r}")
+        if self.threads is not None and self.threads < 1:
+            raise EngineError(f"threads must be >= 1, got {self.threads}")
         if not 0.0 <= self.strength <= 1.0:
             raise EngineError(f"strength must be within 0..1, got {self.strength}")
         self.tiling(resolve_device(self.device))
@@ -141,6 +149,10 @@ def as_channels_first(data: np.ndarray) -> np.ndarray:
     raise EngineError(f"unsupported image shape {data.shape}: expected (H, W) mono or (C, H, W) with 1 or 3 channels")
 
 
+#: ``numpy.memmap`` modes whose pages hold no private changes (read-only or shared).
+SHARED_MODES = ("r", "r+", "readonly", "readwrite")
+
+
 def _mapping(array: np.ndarray) -> mmap.mmap | None:
     """The ``mmap`` behind a memory-mapped array whose pages may be dropped, else None.
 
@@ -148,11 +160,13 @@ def _mapping(array: np.ndarray) -> mmap.mmap | None:
     module returns memory-mapped FITS data read-only) or a shared ``numpy.memmap`` (modes
     ``r`` / ``r+``, whose writes live in the page cache).
     """
-    shared = isinstance(array, np.memmap) and getattr(array, "mode", None) in ("r", "r+", "readonly", "readwrite")
+    shared = isinstance(array, np.memmap) and getattr(array, "mode", None) in SHARED_MODES
     if array.flags.writeable and not shared:
         return None
     base = array
     for _ in range(32):
+        if isinstance(base, np.memmap) and getattr(base, "mode", None) not in SHARED_MODES:
+            return None  # copy-on-write ("c"): dropping its pages would drop the caller's changes
         if isinstance(base, mmap.mmap):
             return base
         base = getattr(base, "base", None)
@@ -455,10 +469,13 @@ def restore_array(data: np.ndarray, model: torch.nn.Module, settings: RestoreSet
     MemoryError
         Out of host or GPU memory (a smaller tile or batch may fit).
     """
+    threads = torch.get_num_threads()
     try:
         return _restore(data, model, settings, progress)
     except torch.cuda.OutOfMemoryError as exc:  # one clear message, as for host memory
         raise MemoryError(f"the GPU ran out of memory ({str(exc).splitlines()[0]})") from exc
+    finally:  # settings.threads is this call's, not the host process's (Siril runs the engine in-process)
+        torch.set_num_threads(threads)
 
 
 def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings, progress: ProgressCallback | None) -> np.ndarray:

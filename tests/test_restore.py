@@ -125,10 +125,34 @@ def test_input_is_not_modified(perturbed_model):
     np.testing.assert_array_equal(data, before)
 
 
-@pytest.mark.parametrize("kwargs,match", [({"strength": 1.5}, "strength"), ({"tile": 32, "overlap": 16}, "tile"), ({"batch_size": 0}, "batch"), ({"device": "tpu"}, "unknown device"), ({"precision": "fp8"}, "unknown precision"), ({"precision": "fp16", "device": "cpu"}, "fp16")])
+@pytest.mark.parametrize("kwargs,match", [({"tile": 64.0}, "tile must be a whole"), ({"emission_scale": 25.5}, "emission scale must be a whole"), ({"strength": "0.5"}, "strength must be a number"), ({"threads": -1}, "threads must be >= 1"), ({"threads": 2.5}, "threads must be a whole"), ({"batch_size": True}, "batch size must be a whole"), ({"strength": 1.5}, "strength"), ({"tile": 32, "overlap": 16}, "tile"), ({"batch_size": 0}, "batch"), ({"device": "tpu"}, "unknown device"), ({"precision": "fp8"}, "unknown precision"), ({"precision": "fp16", "device": "cpu"}, "fp16")])
 def test_bad_settings_are_clear_errors(kwargs, match, tiny_model):
     with pytest.raises(EngineError, match=match):
         restore_array(_noise((20, 20)), tiny_model, RestoreSettings(**kwargs))
+
+
+def test_a_modified_copy_on_write_map_is_neither_reverted_nor_read_from_the_file(tmp_path, perturbed_model):
+    """Pages of a read-only view were dropped (MADV_DONTNEED) whatever the mapping: for a
+    copy-on-write memmap that drops the caller's changes, and the restoration read the file."""
+    path = tmp_path / "frame.raw"
+    _noise((64, 64)).tofile(path)
+    mapped = np.memmap(path, dtype=np.float32, mode="c", shape=(64, 64))
+    mapped -= 300.0  # the caller's own change, held privately
+    view = mapped.view()
+    view.flags.writeable = False
+    expected = restore_array(np.array(mapped), perturbed_model, FAST)
+    out = restore_array(view, perturbed_model, FAST)
+    assert abs(float(mapped.mean())) < 1.0
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-3)
+
+
+def test_threads_setting_is_the_calls_own(tiny_model):
+    import torch
+
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    restore_array(_noise((20, 20)), tiny_model, RestoreSettings(threads=wanted, device="cpu"))
+    assert torch.get_num_threads() == before
 
 
 def test_progress_reports_every_batch(tiny_model):
