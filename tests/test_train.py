@@ -328,6 +328,26 @@ def test_validation_sees_the_emission_step_it_trains_with():
     np.testing.assert_allclose(validation_set(2, 48, DegradeConfig(), ["nebula"], emission_scale=25)[0], stepped[0])
 
 
+def test_channel_permutation_shuffles_input_and_target_alike_and_only_when_asked():
+    from astroswin.train.data import augment
+
+    x = np.random.default_rng(0).normal(size=(3, 8, 8))
+    y = x * np.array([1.0, 2.0, 3.0])[:, None, None]  # a different scale per channel
+    plain = augment(np.random.default_rng(5), x, y)
+    seen = set()
+    for seed in range(30):
+        a, b = augment(np.random.default_rng(seed), x, y, permute=True)
+        ratio = np.median(b / a, axis=(1, 2))
+        seen.add(tuple(np.round(ratio).astype(int)))
+        np.testing.assert_allclose(np.sort(a.ravel()), np.sort(x.ravel()))
+    assert len(seen) == 6  # every order, each channel's input still beside its own target
+    shuffled = augment(np.random.default_rng(5), x, y, permute=True)[0]
+    matches = [[np.array_equal(channel, other) for other in plain[0]] for channel in shuffled]
+    assert sorted(map(any, matches)) == [True] * 3  # the same flip and turn: drawn after them, so the stream without it is unchanged
+    mono = augment(np.random.default_rng(1), x[:1], y[:1], permute=True)
+    assert mono[0].shape == (1, 8, 8)
+
+
 def test_random_downsampling_bins_big_patches_keeping_flux_per_area():
     from astroswin.train.config import DataConfig
     from astroswin.train.data import downsampled

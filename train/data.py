@@ -40,12 +40,17 @@ def to_three_channels(image: np.ndarray) -> np.ndarray:
     return np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image
 
 
-def augment(rng: np.random.Generator, *images: np.ndarray) -> list[np.ndarray]:
-    """The same random flip / 90-degree rotation applied to every image (the sky has no 'up')."""
+def augment(rng: np.random.Generator, *images: np.ndarray, permute: bool = False) -> list[np.ndarray]:
+    """The same random flip / 90-degree rotation applied to every image (the sky has no 'up'),
+    and with ``permute`` the same shuffle of their channels (drawn after, so the stream
+    without it is unchanged)."""
     k, flip = int(rng.integers(4)), bool(rng.integers(2))
+    order = rng.permutation(3) if permute else None
     out = []
     for im in images:
         im = np.rot90(im, k, axes=(-2, -1))
+        if order is not None and im.shape[0] == 3:
+            im = im[order]
         out.append(np.ascontiguousarray(im[..., ::-1] if flip else im))
     return out
 
@@ -56,11 +61,11 @@ def stretched_pair(degraded: np.ndarray, target: np.ndarray) -> tuple[np.ndarray
     return stretch(degraded, params).astype(np.float32), stretch(target, params).astype(np.float32)
 
 
-def view_pair(rng: np.random.Generator, degraded: np.ndarray, target: np.ndarray, y0: int, x0: int, crop: int) -> tuple[np.ndarray, np.ndarray]:
+def view_pair(rng: np.random.Generator, degraded: np.ndarray, target: np.ndarray, y0: int, x0: int, crop: int, permute: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The network's ``(3, crop, crop)`` view of a degraded canvas and its target: cut at
-    ``(y0, x0)``, augmented alike, stretched."""
+    ``(y0, x0)``, augmented alike (``permute``: colour channels shuffled too), stretched."""
     window = (slice(None), slice(y0, y0 + crop), slice(x0, x0 + crop))
-    degraded, target = augment(rng, degraded[window], target[window])
+    degraded, target = augment(rng, degraded[window], target[window], permute=permute)
     return stretched_pair(to_three_channels(degraded), to_three_channels(target))
 
 
@@ -100,7 +105,7 @@ def synthetic_example(seed: int, data: DataConfig, degradations: DegradeConfig) 
     if data.target == "starless":
         target = convolve(scene - stars, info["kernels"]) + info["sky"] + info["pedestal"]
     degraded, target = without_emission(degraded, target, data.emission_scale)
-    return view_pair(rng, degraded, target, data.margin, data.margin, data.crop)
+    return view_pair(rng, degraded, target, data.margin, data.margin, data.crop, data.channel_permutation)
 
 
 class FolderPatches:
@@ -139,7 +144,7 @@ class FolderPatches:
         y0, x0 = int(rng.integers(0, max(1, h - crop + 1))), int(rng.integers(0, max(1, w - crop + 1)))
         degraded, target, _ = degrade(rng, scene, degradations)
         degraded, target = without_emission(degraded, target, data.emission_scale)
-        return view_pair(rng, degraded, target, y0, x0, crop)
+        return view_pair(rng, degraded, target, y0, x0, crop, data.channel_permutation)
 
 
 def downsampled(rng: np.random.Generator, patch: np.ndarray, data: DataConfig) -> np.ndarray:
