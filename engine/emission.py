@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .normalize import no_data
+
 #: Default running-median window in pixels: wide enough that crowded star fields' wings do not
 #: fill it, narrow enough to follow a nebula's structure. Measured on the quality benchmark, the
 #: nebula at blur FWHM 4.5 (stars' FWHM over the truth) against the crowded bright star field
@@ -127,7 +129,7 @@ def smooth_emission(image: np.ndarray, scale: int, background: np.ndarray, blank
         for i0 in range(0, hb, band):
             i1 = min(hb, i0 + band)
             slab = np.asarray(image[channel, i0 * factor : i1 * factor], dtype=np.float32)
-            valid = np.isfinite(slab) & ((slab != 0) if blank else True)
+            valid = ~no_data(slab, blank)
             pad = ((0, (i1 - i0) * factor - slab.shape[0]), (0, wb * factor - w))
             slab = np.pad(np.where(valid, slab, sky), pad, mode="edge")
             blocks = slab.reshape(i1 - i0, factor, wb, factor).swapaxes(1, 2).reshape(i1 - i0, wb, factor * factor)

@@ -82,6 +82,16 @@ def _whole_rows(channel: np.ndarray) -> np.ndarray:
     return channel[::step]
 
 
+def no_data(values: np.ndarray, blank: bool) -> np.ndarray:
+    """Where ``values`` hold no data: non-finite pixels, and with ``blank``
+    (:attr:`Stretch.blank`) exact zeros too. The one definition the statistics, the emission
+    map and the restoration share."""
+    bad = ~np.isfinite(values)
+    if blank:
+        bad |= values == 0
+    return bad
+
+
 def robust_noise(channel: np.ndarray, blank: bool = False) -> float:
     """Pixel-to-pixel noise sigma of a 2-D array, in data units.
 
@@ -93,8 +103,7 @@ def robust_noise(channel: np.ndarray, blank: bool = False) -> float:
     if channel.shape[1] < 2:
         channel = channel.T
     rows = _whole_rows(channel).astype(np.float64)
-    if blank:
-        rows[rows == 0] = np.nan
+    rows[no_data(rows, blank)] = np.nan
     diff = np.diff(rows, axis=1).ravel()
     diff = diff[np.isfinite(diff)]
     if diff.size == 0:
@@ -134,7 +143,7 @@ def _statistics(image: np.ndarray, samples: list[np.ndarray], blank: bool) -> St
     noises = []
     spans = []
     for c, (channel, sample) in enumerate(zip(image, samples)):
-        finite = sample[np.isfinite(sample) & ((sample != 0) if blank else True)]
+        finite = sample[~no_data(sample, blank)]
         if finite.size == 0:
             background[c] = 0.0
             continue

@@ -29,7 +29,7 @@ from . import tiling
 from .device import autocast, resolve_device, resolve_precision
 from .emission import BAND_VALUES, EMISSION_SCALE, EmissionMap, smooth_emission
 from .errors import EngineError
-from .normalize import Stretch, estimate_stretch, stretch, unstretch
+from .normalize import Stretch, estimate_stretch, no_data, stretch, unstretch
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -202,13 +202,6 @@ def _row_blocks(height: int, width: int, channels: int, budget: int = 1 << 24, r
             release_pages(release)
 
 
-def finite_fraction(image: np.ndarray) -> float:
-    """Fraction of finite pixels of ``(C, H, W)`` data, computed in bounded-memory row blocks."""
-    c, h, w = image.shape
-    count = sum(int(np.isfinite(image[:, a:b]).sum()) for a, b in _row_blocks(h, w, c, release=image))
-    return count / image.size
-
-
 def finite_extremes(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(C,)`` smallest and largest finite value of each channel (+inf / -inf for a channel
     with none), read in bounded-memory row blocks."""
@@ -248,20 +241,10 @@ def saturation_level(image: np.ndarray, params: Stretch, peaks: np.ndarray | Non
     return levels if np.isfinite(levels).any() else None
 
 
-def no_data(block: np.ndarray, params: Stretch) -> np.ndarray:
-    """Pixels of ``block`` that carry no data: non-finite ones, and exact zeros where the
-    frame's zeros are blank (:attr:`~astroswin.engine.normalize.Stretch.blank`). The network
-    sees its channel's background there, and the input's values come back unchanged: a
-    mosaic's empty corner would otherwise be a cliff the network rings on."""
-    bad = ~np.isfinite(block)
-    if params.blank:
-        bad |= block == 0
-    return bad
-
-
-def _clean_tile(tile: np.ndarray, params: Stretch, bad: np.ndarray | None = None) -> np.ndarray:
-    """Replace the pixels ``bad`` (default: the non-finite ones) by their channel's background."""
-    bad = ~np.isfinite(tile) if bad is None else bad
+def _clean_tile(tile: np.ndarray, params: Stretch, bad: np.ndarray) -> np.ndarray:
+    """Replace the pixels ``bad`` (:func:`~astroswin.engine.normalize.no_data` of the tile as
+    read) by their channel's background: the network sees sky there, and :func:`_finish` puts
+    the input's values back (a mosaic's empty corner would otherwise be a cliff it rings on)."""
     if bad.any():
         tile = np.where(bad, params.background.astype(np.float32)[:, None, None], tile)
     return tile
@@ -302,7 +285,7 @@ def _upload(image: np.ndarray, params: Stretch, device: torch.device, emission: 
     background = torch.as_tensor(np.asarray(params.background, dtype=np.float32), device=device).reshape(c, 1, 1)
     for a, b in _row_blocks(h, w, c, release=image):
         block = np.array(image[:, a:b], dtype=np.float32)  # a writable copy
-        bad = torch.from_numpy(no_data(block, params)).to(device)
+        bad = torch.from_numpy(no_data(block, params.blank)).to(device)
         if emission is not None:
             block -= emission.rows(a, b)
         block = torch.from_numpy(block).to(device)
@@ -485,9 +468,9 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
     if not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
         raise EngineError(f"unsupported pixel type {image.dtype}")
     c, h, w = image.shape
-    if finite_fraction(image) == 0.0:
-        raise EngineError("the image has no finite pixel (all NaN or inf)")
     lows, peaks = finite_extremes(image)
+    if not np.isfinite(lows).any():
+        raise EngineError("the image has no finite pixel (all NaN or inf)")
     if np.all((lows == peaks) | ~np.isfinite(lows)):  # constant: nothing to restore (the stretch has no noise to key on)
         out = np.array(image, dtype=np.float32)
         return out[0] if data.ndim == 2 else out
@@ -520,7 +503,7 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
                 release_pages(image)
             cut = [tiling.extract(source, layout, y, x) for y, x in part]
             if not resident:  # the uploaded image was cleaned, emission out, once, whole (_upload)
-                bad = [no_data(tile, params) for tile in cut]
+                bad = [no_data(tile, params.blank) for tile in cut]
                 if emission is not None:
                     cut = [tile - emission.at(*tiling.indices(layout, y, x)) for tile, (y, x) in zip(cut, part)]
                 cut = [_clean_tile(tile, params, mask) for tile, mask in zip(cut, bad)]
@@ -542,7 +525,7 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
 
 
 def _finish(out: np.ndarray, image: np.ndarray, strength: float, saturation: np.ndarray | None, params: Stretch) -> None:
-    """Strength blend, then put back the input's pixels without data (:func:`no_data`) and
+    """Strength blend, then put back the input's pixels without data (``no_data``) and
     its saturated ones, in row blocks."""
     c, h, w = out.shape
     for a, b in _row_blocks(h, w, c, release=image):
@@ -551,7 +534,7 @@ def _finish(out: np.ndarray, image: np.ndarray, strength: float, saturation: np.
         if strength < 1.0:
             dst *= strength
             dst += (1.0 - strength) * np.nan_to_num(src, nan=0.0, posinf=0.0, neginf=0.0)
-        keep = no_data(src, params)
+        keep = no_data(src, params.blank)
         if saturation is not None:
             keep |= src >= saturation[:, None, None]
         if keep.any():

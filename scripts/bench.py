@@ -141,7 +141,7 @@ def child_main(stage_file: str, cli_args: list[str]) -> None:
     timed(io, "read_image", "read")
     timed(tiling, "extract", "read")
     timed(restore, "_clean_tile", "read")
-    for name in ("finite_fraction", "finite_extremes", "estimate_stretch", "saturation_level"):
+    for name in ("finite_extremes", "estimate_stretch", "saturation_level"):
         timed(restore, name, "normalise")
     timed(restore, "_infer", "inference", first_stage="warmup")
     for module, name in ((tiling, "accumulate"), (tiling, "normalise"), (restore, "_finish")):
