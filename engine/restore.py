@@ -1,4 +1,5 @@
-"""Restore a linear image array: normalise, tile, infer, blend, un-normalise. Arrays in, arrays out.
+"""Restore a linear image array: normalise, tile, infer, blend, un-normalise, anchor the flux.
+Arrays in, arrays out.
 
 The pipeline never holds more than the input (which may be memory-mapped), one float32 output
 buffer of the input's size, a batch of tiles and the smooth emission's bins (1/16 of the
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from . import tiling
+from .anchor import MARGIN, flux_gain
 from .device import autocast, resolve_device, resolve_precision
 from .emission import BAND_VALUES, EMISSION_SCALE, EmissionMap, smooth_emission
 from .errors import EngineError
@@ -50,6 +52,8 @@ CPU_TILING = (128, 16)
 #: Smaller GPUs and Apple's MPS (not measured) get 256/32 (about 1 GB).
 LARGE_GPU_TILING, GPU_TILING = (512, 32), (256, 32)
 LARGE_GPU_BYTES = 12 * 1024**3
+#: Values per band of :func:`_finish` (16 MB of float32; its temporaries take about ten times that).
+ANCHOR_BAND_VALUES = 1 << 22
 #: On the CPU, run one tile per forward pass whatever the batch size (see RestoreSettings).
 _CPU_ONE_TILE_PER_PASS = True
 
@@ -525,18 +529,34 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
 
 
 def _finish(out: np.ndarray, image: np.ndarray, strength: float, saturation: np.ndarray | None, params: Stretch) -> None:
-    """Strength blend, then put back the input's pixels without data (``no_data``) and
-    its saturated ones, in row blocks."""
+    """Flux anchor (:mod:`astroswin.engine.anchor`), strength blend, then put back the input's
+    pixels without data (``no_data``) and its saturated ones; in row bands.
+
+    A band's anchor needs :data:`~astroswin.engine.anchor.MARGIN` rows of the network's output
+    above and below it; the rows above were anchored with the previous band, so their output
+    as it was is kept aside (``above``). The saturated pixels enter both of the anchor's sums
+    as the input's values, so a clipped core counts as the same light in and out.
+    """
     c, h, w = out.shape
-    for a, b in _row_blocks(h, w, c, release=image):
-        src = np.asarray(image[:, a:b], dtype=np.float32)
+    background = params.background.astype(np.float32).reshape(c, 1, 1)
+    above = out[:, :0].copy()  # the network's output of the MARGIN rows above the band
+    for a, b in _row_blocks(h, w, c, budget=ANCHOR_BAND_VALUES, release=image):
+        lo, hi = a - above.shape[1], min(h, b + MARGIN)
+        src = np.asarray(image[:, lo:hi], dtype=np.float32)
+        restored = np.concatenate([above, out[:, a:hi]], axis=1)
+        above = restored[:, max(0, b - lo - MARGIN) : b - lo].copy()
+        bad = no_data(src, params.blank)
+        keep = bad | (src >= saturation[:, None, None]) if saturation is not None else bad
+        restored[keep] = src[keep]
+        gain = flux_gain(src, restored, params.background, params.noise, ~bad)[:, a - lo : b - lo]
         dst = out[:, a:b]
+        dst -= background
+        dst *= gain
+        dst += background
+        src, keep = src[:, a - lo : b - lo], keep[:, a - lo : b - lo]
         if strength < 1.0:
             dst *= strength
             dst += (1.0 - strength) * np.nan_to_num(src, nan=0.0, posinf=0.0, neginf=0.0)
-        keep = no_data(src, params.blank)
-        if saturation is not None:
-            keep |= src >= saturation[:, None, None]
         if keep.any():
             dst[keep] = src[keep]
 
