@@ -52,7 +52,10 @@ CPU_TILING = (128, 16)
 #: Smaller GPUs and Apple's MPS (not measured) get 256/32 (about 1 GB).
 LARGE_GPU_TILING, GPU_TILING = (512, 32), (256, 32)
 LARGE_GPU_BYTES = 12 * 1024**3
-#: Values per band of :func:`_finish` (16 MB of float32; its temporaries take about ten times that).
+#: Values per band of :func:`_finish` (16 MB of float32), unless that holds fewer than
+#: 2 * MARGIN rows (the context rows would then cost more than the band). The anchor's
+#: temporaries peak at 5.6x (RGB, one channel at a time) to 13x (mono) the band's size:
+#: 90-210 MB, measured with tracemalloc.
 ANCHOR_BAND_VALUES = 1 << 22
 #: On the CPU, run one tile per forward pass whatever the batch size (see RestoreSettings).
 _CPU_ONE_TILE_PER_PASS = True
@@ -540,7 +543,7 @@ def _finish(out: np.ndarray, image: np.ndarray, strength: float, saturation: np.
     c, h, w = out.shape
     background = params.background.astype(np.float32).reshape(c, 1, 1)
     above = out[:, :0].copy()  # the network's output of the MARGIN rows above the band
-    for a, b in _row_blocks(h, w, c, budget=ANCHOR_BAND_VALUES, release=image):
+    for a, b in _row_blocks(h, w, c, budget=max(ANCHOR_BAND_VALUES, 2 * MARGIN * c * w), release=image):
         lo, hi = a - above.shape[1], min(h, b + MARGIN)
         src = np.asarray(image[:, lo:hi], dtype=np.float32)
         restored = np.concatenate([above, out[:, a:hi]], axis=1)
@@ -548,10 +551,11 @@ def _finish(out: np.ndarray, image: np.ndarray, strength: float, saturation: np.
         bad = no_data(src, params.blank)
         keep = bad | (src >= saturation[:, None, None]) if saturation is not None else bad
         restored[keep] = src[keep]
-        gain = flux_gain(src, restored, params.background, params.noise, ~bad)[:, a - lo : b - lo]
         dst = out[:, a:b]
         dst -= background
-        dst *= gain
+        for ch in range(c):  # one channel at a time: a third of the temporaries
+            one = slice(ch, ch + 1)
+            dst[one] *= flux_gain(src[one], restored[one], params.background[one], params.noise, ~bad[one])[:, a - lo : b - lo]
         dst += background
         src, keep = src[:, a - lo : b - lo], keep[:, a - lo : b - lo]
         if strength < 1.0:

@@ -43,11 +43,47 @@ def test_the_factor_has_no_steps():
     assert np.abs(np.diff(gain, axis=0)).max() <= largest and np.abs(np.diff(gain, axis=1)).max() <= largest
 
 
-def test_the_factor_is_clipped():
+def test_hot_pixels_and_cosmic_rays_the_network_took_out_do_not_count(monkeypatch):
+    """A hot pixel of 500 sigma 6-10 px from a faint star once doubled the star's flux: the
+    network removes it, so the input's sum held light the output's lacked."""
+    from astroswin.engine import anchor
+
+    observed = _field(flux=2e4)
+    restored = SKY + 0.8 * (observed - SKY)  # the network kept 0.8 of the light, and took out:
+    observed[0, 38, 44] += 500 * SIGMA  # a hot pixel 8 px from the star at (30, 40)
+    observed[0, 22, 44:47] += 300 * SIGMA  # a cosmic ray's 3 px track
+    observed[0, 65, 95] += 500 * SIGMA  # a hot pixel on the star at (60, 100)'s wing
+    args = (np.array([SKY]), SIGMA, np.ones_like(observed, bool))
+    spikes = anchor.removed_spikes(observed, restored, args[0].reshape(-1, 1, 1), SIGMA, args[2])
+    assert np.argwhere(spikes[0]).tolist() == [[22, 44], [22, 45], [22, 46], [38, 44], [65, 95]]
+    gain = flux_gain(observed, restored, *args)[0]
+    np.testing.assert_allclose(gain[25:36, 35:46], 1.25, rtol=1e-5)
+    np.testing.assert_allclose(gain[55:66, 95:106], 1.25, rtol=1e-3)  # a fainter star: w just under 1 at its edge
+    monkeypatch.setattr(anchor, "removed_spikes", lambda o, *a: np.zeros_like(o, bool))
+    assert flux_gain(observed, restored, *args)[0][25:36, 35:46].max() > 1.5  # counted, they pull it up
+
+
+@pytest.mark.parametrize("kept", [0.1, 0.0])
+def test_the_factor_is_clipped(kept):
+    """Also where the network kept no light at all (the ratio's denominator 0): the upper
+    limit, not a jump back to 1."""
     observed = _field()
-    restored = SKY + 0.1 * (observed - SKY)
+    restored = SKY + kept * (observed - SKY)
     gain = flux_gain(observed, restored, np.array([SKY]), SIGMA, np.ones_like(observed, bool))
     assert gain.max() == pytest.approx(RATIO_LIMITS[1])
+    np.testing.assert_allclose(gain[0, 25:36, 35:46], RATIO_LIMITS[1], rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_network_output_stays_local(bad):
+    """A running box sum carries a NaN or inf on along its line: one such network output
+    (fp16 overflow) turned the anchor off over a quadrant of the image."""
+    observed = _field()
+    restored = SKY + 0.8 * (observed - SKY)
+    restored[0, 10, 10] = bad
+    gain = flux_gain(observed, restored, np.array([SKY]), SIGMA, np.ones_like(observed, bool))
+    assert np.isfinite(gain).all()
+    np.testing.assert_allclose(gain[0, 55:66, 95:106], 1.25, rtol=1e-5)  # the star at (60, 100)
 
 
 def test_pixels_without_data_count_like_pixels_outside_the_image():
@@ -88,6 +124,9 @@ def test_finish_in_bands_of_any_height_matches_one_band(band_rows, monkeypatch):
     rgb[2, 58:63, 98:103] = 60000.0  # a clipped core
     network = (SKY + 0.75 * (rgb - SKY) + 5.0).astype(np.float32)
     network[:, :6] = SKY
+    for row in range(20, 50, 3):  # hot pixels the network took out, across band edges
+        rgb[row % 3, row, 60 + row] += 500 * SIGMA
+        network[row % 3, row, 60 + row] = SKY
     params = Stretch(background=np.full(3, SKY), noise=SIGMA)
     saturation = np.array([np.inf, np.inf, 60000.0])
 
