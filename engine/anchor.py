@@ -8,10 +8,14 @@ over a :data:`BOX` px square of pixels holding data::
     r = sum(in - bg) / sum(out - bg)                  clipped to RATIO_LIMITS (the upper
                                                       one where sum(out - bg) <= 0)
     w = clip(mean(in - bg) / (SIGNIFICANCE * sigma_mean) - 1, 0, 1)
+        * clip(1 - |ln(r / r_wide)| / AGREEMENT, 0, 1)    r_wide: r over a 2 BOX + 1 px box
     g = 1 + w * (r - 1),  averaged over a SMOOTHING px square
     out' = bg + (out - bg) * g
 
-where ``sigma_mean`` is the noise of the box's mean. The average makes ``g`` continuous: a
+where ``sigma_mean`` is the noise of the box's mean. The second factor of ``w`` trusts a box
+only where the twice wider box agrees with it: the network moves a bright star's wings into
+its core, so a box beside the star holds wing light in the input and none in the output, and
+its ratio (up to 2) once scaled faint stars 16-25 px from the star by 1.25-1.5. The average makes ``g`` continuous: a
 star entering or leaving a box changes its sums at once, and unsmoothed ``g`` stepped there,
 drawing a 31 px square into a bright star's faint wings. On faint sky ``w = 0`` and nothing
 changes; around a bright star the star is rescaled as a whole (its shape is kept) and each
@@ -32,14 +36,17 @@ BOX = 31
 #: Side of the square over which the factor is averaged, px: continuous, yet a compact star's
 #: pixels (within 8 px of it) only average boxes that hold all of its light.
 SMOOTHING = 15
-#: Rows of context a band of rows needs on each side: the box's and the average's half sides,
-#: and two more for the spike test (its 3x3 neighbourhood, then the growth to neighbours).
-MARGIN = BOX // 2 + SMOOTHING // 2 + 2
+#: Rows of context a band of rows needs on each side: the wide box's and the average's half
+#: sides, and two more for the spike test (its 3x3 neighbourhood, then the growth to neighbours).
+MARGIN = BOX + SMOOTHING // 2 + 2
 #: The correction starts where a box's mean input light is this many times its noise, and is
 #: whole at twice that.
 SIGNIFICANCE = 10.0
 #: Limits of the correction factor: the network never misplaces more light than this.
 RATIO_LIMITS = (0.5, 2.0)
+#: A box's ratio counts fully where the twice wider box's is the same, and not at all where
+#: the two are 25% apart.
+AGREEMENT = float(np.log(1.25))
 
 
 def flux_gain(observed: np.ndarray, restored: np.ndarray, background: np.ndarray, noise: float, valid: np.ndarray) -> np.ndarray:
@@ -70,14 +77,23 @@ def flux_gain(observed: np.ndarray, restored: np.ndarray, background: np.ndarray
         raise ValueError(f"expected matching (C, H, W) arrays, got {observed.shape}, {restored.shape}, {valid.shape}")
     bg = np.asarray(background, dtype=np.float32).reshape(-1, 1, 1)
     counted = valid & np.isfinite(restored) & ~removed_spikes(observed, restored, bg, noise, valid)
-    fraction = _box_fraction(counted, BOX)
-    mean_in = _box_mean(observed - bg, counted, fraction, BOX)
-    mean_out = _box_mean(restored - bg, counted, fraction, BOX)
-    with np.errstate(divide="ignore", invalid="ignore"):  # mean_out <= 0 < mean_in: as good as infinite
-        ratio = np.where(mean_out > 0, np.clip(mean_in / mean_out, *RATIO_LIMITS), RATIO_LIMITS[1])
+    ratio, mean_in, fraction = _ratio(observed - bg, restored - bg, counted, BOX)
+    wide_ratio, _, _ = _ratio(observed - bg, restored - bg, counted, 2 * BOX + 1)
     significance = mean_in * BOX * np.sqrt(np.maximum(fraction, 0.0)) / noise  # sigma_mean = noise / (BOX sqrt(fraction))
     weight = np.clip(significance / SIGNIFICANCE - 1.0, 0.0, 1.0)  # 0 wherever mean_in <= 0
+    weight *= np.clip(1.0 - np.abs(np.log(ratio / wide_ratio)) / AGREEMENT, 0.0, 1.0)
     return _box_mean(1.0 + weight * (ratio - 1.0), valid, _box_fraction(valid, SMOOTHING), SMOOTHING, empty=1.0)
+
+
+def _ratio(light_in: np.ndarray, light_out: np.ndarray, counted: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ratio of the input's to the output's light over the ``counted`` pixels of each
+    ``side`` px box, clipped to :data:`RATIO_LIMITS` (the upper one where the output's is
+    <= 0); also the input's mean and the box's counted fraction."""
+    fraction = _box_fraction(counted, side)
+    mean_in = _box_mean(light_in, counted, fraction, side)
+    mean_out = _box_mean(light_out, counted, fraction, side)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(mean_out > 0, np.clip(mean_in / mean_out, *RATIO_LIMITS), RATIO_LIMITS[1]), mean_in, fraction
 
 
 def removed_spikes(observed: np.ndarray, restored: np.ndarray, background: np.ndarray, noise: float, valid: np.ndarray) -> np.ndarray:

@@ -54,8 +54,8 @@ LARGE_GPU_TILING, GPU_TILING = (512, 32), (256, 32)
 LARGE_GPU_BYTES = 12 * 1024**3
 #: Values per band of :func:`_finish` (16 MB of float32), unless that holds fewer than
 #: 2 * MARGIN rows (the context rows would then cost more than the band). The anchor's
-#: temporaries peak at 5.6x (RGB, one channel at a time) to 13x (mono) the band's size:
-#: 90-210 MB, measured with tracemalloc.
+#: temporaries peak at 6x (RGB, one channel at a time) to 15x (mono) the band's size:
+#: 100-230 MB, measured with tracemalloc.
 ANCHOR_BAND_VALUES = 1 << 22
 #: On the CPU, run one tile per forward pass whatever the batch size (see RestoreSettings).
 _CPU_ONE_TILE_PER_PASS = True
