@@ -15,13 +15,13 @@ over a :data:`BOX` px square of pixels holding data::
 where ``sigma_mean`` is the noise of the box's mean. The second factor of ``w`` trusts a box
 only where the twice wider box agrees with it: the network moves a bright star's wings into
 its core, so a box beside the star holds wing light in the input and none in the output, and
-its ratio (up to 2) once scaled faint stars 16-25 px from the star by 1.25-1.5. The average makes ``g`` continuous: a
-star entering or leaving a box changes its sums at once, and unsmoothed ``g`` stepped there,
-drawing a 31 px square into a bright star's faint wings. On faint sky ``w = 0`` and nothing
+its ratio (up to 2) once scaled faint stars 16-34 px from the star by 1.16-1.56. The average
+makes ``g`` continuous: a star entering or leaving a box changes its sums at once, and
+unsmoothed ``g`` stepped there, drawing a 31 px square into a bright star's faint wings. On faint sky ``w = 0`` and nothing
 changes; around a bright star the star is rescaled as a whole (its shape is kept) and each
 channel is held to its own input light (its colour is too). Measured in
-``docs/flux-anchor.md``: isolated stars keep 0.995-1.000 of their flux from 100 sigma up,
-and a white star's channels stay within 0.2% of each other from 1000 sigma.
+``docs/flux-anchor.md``: isolated stars keep 0.993-1.002 of their flux from 1000 sigma up,
+and a white star's channels stay within 0.5% of each other.
 """
 
 from __future__ import annotations
