@@ -17,9 +17,9 @@ only where the twice wider box agrees with it: the network moves a bright star's
 its core, so a box beside the star holds wing light in the input and none in the output, and
 its ratio (up to 2) once scaled faint stars 16-34 px from the star by 1.16-1.56. The average
 makes ``g`` continuous: a star entering or leaving a box changes its sums at once, and
-unsmoothed ``g`` stepped there, drawing a 31 px square into a bright star's faint wings. On faint sky ``w = 0`` and nothing
-changes; around a bright star the star is rescaled as a whole (its shape is kept) and each
-channel is held to its own input light (its colour is too). Measured in
+unsmoothed ``g`` stepped there, drawing a 31 px square into a bright star's faint wings. On
+faint sky ``w = 0`` and nothing changes; around a bright star the star is rescaled as a whole
+(its shape is kept) and each channel is held to its own input light (its colour is too). Measured in
 ``docs/flux-anchor.md``: isolated stars keep 0.993-1.002 of their flux from 1000 sigma up,
 and a white star's channels stay within 0.5% of each other.
 """
@@ -70,15 +70,17 @@ def flux_gain(observed: np.ndarray, restored: np.ndarray, background: np.ndarray
     -------
     numpy.ndarray
         ``(C, H, W)`` float32 factors within :data:`RATIO_LIMITS`; exactly 1 where no box
-        within reach holds significant light. Pixels outside the image count as holding no data, so a band
-        of rows with :data:`MARGIN` rows of context on each side gets the whole image's factors.
+        within reach holds significant light. Pixels outside the image count as holding no
+        data, so a band of rows with :data:`MARGIN` rows of context on each side gets the whole
+        image's factors.
     """
     if observed.shape != restored.shape or observed.shape != valid.shape or observed.ndim != 3:
         raise ValueError(f"expected matching (C, H, W) arrays, got {observed.shape}, {restored.shape}, {valid.shape}")
     bg = np.asarray(background, dtype=np.float32).reshape(-1, 1, 1)
     counted = valid & np.isfinite(restored) & ~removed_spikes(observed, restored, bg, noise, valid)
-    ratio, mean_in, fraction = _ratio(observed - bg, restored - bg, counted, BOX)
-    wide_ratio, _, _ = _ratio(observed - bg, restored - bg, counted, 2 * BOX + 1)
+    light_in, light_out = observed - bg, restored - bg
+    ratio, mean_in, fraction = _ratio(light_in, light_out, counted, BOX)
+    wide_ratio, _, _ = _ratio(light_in, light_out, counted, 2 * BOX + 1)
     significance = mean_in * BOX * np.sqrt(np.maximum(fraction, 0.0)) / noise  # sigma_mean = noise / (BOX sqrt(fraction))
     weight = np.clip(significance / SIGNIFICANCE - 1.0, 0.0, 1.0)  # 0 wherever mean_in <= 0
     weight *= np.clip(1.0 - np.abs(np.log(ratio / wide_ratio)) / AGREEMENT, 0.0, 1.0)

@@ -51,7 +51,7 @@ def measure(model, profile, peak: float, seed: int, nebula: bool = False) -> np.
     image = np.stack([SKY + light + star + NOISE * rng.standard_normal((SIZE, SIZE)) for _ in range(3)]).astype(np.float32)
     out = restore_array(image, model, RestoreSettings(device="cpu", compile="off"))
     inside = r < 15
-    under = (SKY + light) * np.ones((SIZE, SIZE))
+    under = SKY + light
 
     def flux(channel):
         return float((channel - under)[inside].sum())
