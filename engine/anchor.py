@@ -29,6 +29,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from .parallel import run_all, spans
+
 #: Side of the summing box, px: much wider than a star's light (FWHM up to about 8 px). A
 #: Gaussian window of the same reach weighs a wide input star less than a compact output one
 #: and left 0.87-0.98 of the flux (``docs/flux-anchor.md``).
@@ -47,6 +49,38 @@ RATIO_LIMITS = (0.5, 2.0)
 #: A box's ratio counts fully where the twice wider box's is the same, and not at all where
 #: the two are 25% apart.
 AGREEMENT = float(np.log(1.25))
+#: Narrowest column piece :func:`scale_band` hands a thread, px: its :data:`MARGIN` columns of
+#: context on each side then add at most half its work.
+MIN_PIECE = 4 * MARGIN
+
+
+def scale_band(light: np.ndarray, observed: np.ndarray, restored: np.ndarray, background: np.ndarray, noise: float, valid: np.ndarray, first: int, workers: int = 1) -> None:
+    """Multiply a band's restored light above the background by :func:`flux_gain`, in place.
+
+    Parameters
+    ----------
+    light : numpy.ndarray
+        ``(C, B, W)`` float32, the band's ``restored - background``; scaled in place.
+    observed, restored, valid : numpy.ndarray
+        ``(C, R, W)``, as :func:`flux_gain`, for the band and its context rows (up to
+        :data:`MARGIN` on each side); the band is rows ``first : first + B``.
+    background, noise
+        As :func:`flux_gain`, ``background`` ``(C,)``.
+    workers : int
+        Threads. Each channel is cut into up to ``workers`` column pieces with :data:`MARGIN`
+        columns of context, so the pieces get the whole band's factors and ``workers`` of them
+        at once hold about one channel's temporaries, as one thread did.
+    """
+    c, rows, w = light.shape
+    band = slice(first, first + rows)
+
+    def piece(ch: int, x0: int, x1: int) -> None:
+        lo, hi = max(0, x0 - MARGIN), min(w, x1 + MARGIN)
+        one, cols = slice(ch, ch + 1), slice(lo, hi)
+        gain = flux_gain(observed[one, :, cols], restored[one, :, cols], background[one], noise, valid[one, :, cols])
+        light[one, :, x0:x1] *= gain[:, band, x0 - lo : x1 - lo]
+
+    run_all([lambda ch=ch, x0=x0, x1=x1: piece(ch, x0, x1) for ch in range(c) for x0, x1 in spans(w, workers, MIN_PIECE)], workers)
 
 
 def flux_gain(observed: np.ndarray, restored: np.ndarray, background: np.ndarray, noise: float, valid: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .normalize import no_data
+from .parallel import run_all, spans
 
 #: Default running-median window in pixels: wide enough that crowded star fields' wings do not
 #: fill it, narrow enough to follow a nebula's structure. Measured on the quality benchmark, the
@@ -89,7 +90,7 @@ class EmissionMap:
         return self.at(np.arange(start, stop), np.arange(self.shape[1]))
 
 
-def smooth_emission(image: np.ndarray, scale: int, background: np.ndarray, blank: bool = False) -> EmissionMap:
+def smooth_emission(image: np.ndarray, scale: int, background: np.ndarray, blank: bool = False, workers: int = 1) -> EmissionMap:
     """The smooth emission: a running median of ``scale`` px, relative to the frame's median.
 
     Zero on the frame's typical level (the median of the smoothed bins, within a fraction of a
@@ -108,6 +109,9 @@ def smooth_emission(image: np.ndarray, scale: int, background: np.ndarray, blank
         ``(C,)`` level per channel that non-finite pixels count as, in the image's units.
     blank : bool
         Exact zeros count as that level too (:attr:`astroswin.engine.normalize.Stretch.blank`).
+    workers : int
+        Threads (:mod:`astroswin.engine.parallel`); the bands shrink with them, so the
+        temporaries stay the same. The result does not depend on it.
 
     Returns
     -------
@@ -120,24 +124,32 @@ def smooth_emission(image: np.ndarray, scale: int, background: np.ndarray, blank
     factor = max(1, scale // BIN_DIVISOR)
     window = max(3, int(round(scale / factor)))
     hb, wb = -(-h // factor), -(-w // factor)
-    band = max(1, BAND_VALUES // (wb * factor * factor))  # bin rows per band
+    band = max(1, BAND_VALUES // (wb * factor * factor * max(1, workers)))  # bin rows per band
+    summary = np.empty((c, hb, wb), dtype=np.float32)
+    whole = np.empty((c, hb, wb), dtype=bool)  # bins where every pixel holds data
+
+    def summarise(channel: int, i0: int, i1: int) -> None:
+        slab = np.asarray(image[channel, i0 * factor : i1 * factor], dtype=np.float32)
+        valid = ~no_data(slab, blank)
+        pad = ((0, (i1 - i0) * factor - slab.shape[0]), (0, wb * factor - w))
+        slab = np.pad(np.where(valid, slab, np.float32(background[channel])), pad, mode="edge")
+        blocks = slab.reshape(i1 - i0, factor, wb, factor).swapaxes(1, 2).reshape(i1 - i0, wb, factor * factor)
+        summary[channel, i0:i1] = np.percentile(blocks, BLOCK_PERCENTILE, axis=2)
+        whole[channel, i0:i1] = np.pad(valid, pad, mode="edge").reshape(i1 - i0, factor, wb, factor).all(axis=(1, 3))
+
+    run_all([lambda ch=ch, i0=i0: summarise(ch, i0, min(hb, i0 + band)) for ch in range(c) for i0 in range(0, hb, band)], workers)
     binned = np.empty((c, hb, wb), dtype=np.float32)
+    reach = window  # rows of context on each side: more than the window's half, odd or even
+
+    def smooth(channel: int, i0: int, i1: int) -> None:
+        lo, hi = max(0, i0 - reach), min(hb, i1 + reach)
+        binned[channel, i0:i1] = median_filter(summary[channel, lo:hi], size=window, mode="nearest")[i0 - lo : i1 - lo]
+
+    run_all([lambda ch=ch, i0=i0, i1=i1: smooth(ch, i0, i1) for ch in range(c) for i0, i1 in spans(hb, -(-workers // c), 4 * reach)], workers)
     for channel in range(c):
-        sky = np.float32(background[channel])
-        summary = np.empty((hb, wb), dtype=np.float32)
-        whole = np.empty((hb, wb), dtype=bool)  # bins where every pixel holds data
-        for i0 in range(0, hb, band):
-            i1 = min(hb, i0 + band)
-            slab = np.asarray(image[channel, i0 * factor : i1 * factor], dtype=np.float32)
-            valid = ~no_data(slab, blank)
-            pad = ((0, (i1 - i0) * factor - slab.shape[0]), (0, wb * factor - w))
-            slab = np.pad(np.where(valid, slab, sky), pad, mode="edge")
-            blocks = slab.reshape(i1 - i0, factor, wb, factor).swapaxes(1, 2).reshape(i1 - i0, wb, factor * factor)
-            summary[i0:i1] = np.percentile(blocks, BLOCK_PERCENTILE, axis=2)
-            whole[i0:i1] = np.pad(valid, pad, mode="edge").reshape(i1 - i0, factor, wb, factor).all(axis=(1, 3))
-        smooth = median_filter(summary, size=window, mode="nearest")
         # Zero on the frame's typical sky, whatever the percentile's bias, judged where there is
         # data: bins filled with the sky level sit above the percentile's level, and a border of
         # NaN or blank pixels once shifted the whole map with its size (3% on a bright star).
-        binned[channel] = smooth - np.median(smooth[whole] if whole.any() else smooth)
+        smoothed, counted = binned[channel], whole[channel]
+        smoothed -= np.median(smoothed[counted] if counted.any() else smoothed)
     return EmissionMap(binned, factor, (h, w))

@@ -165,6 +165,30 @@ def test_finish_in_bands_of_any_height_matches_one_band(band_rows, monkeypatch):
     assert abs((single[star] - SKY).sum() / (rgb[star] - SKY).sum() - 1) < 0.1  # 0.77 without the anchor
 
 
+def test_finish_on_threads_matches_one_thread():
+    """Each channel is cut into column pieces, one per thread, each with the anchor's margin of
+    columns: stars across the pieces' edges get the same factors as on one thread."""
+    from astroswin.engine.anchor import MIN_PIECE
+
+    shape = (100, 3 * MIN_PIECE + 41)
+    edges = [round(i * shape[1] / 3) for i in (1, 2)]
+    positions = [(30, edges[0] - 2), (60, edges[0] + 6), (50, edges[1]), (80, edges[1] - 20)]
+    rng = np.random.default_rng(4)
+    rgb = (SKY + gaussian_stars(shape, positions, [3e5, 1e5, 2e5, 1e5], 3.0) + rng.normal(0, SIGMA, (3, *shape))).astype(np.float32)
+    network = (SKY + 0.7 * (rgb - SKY) + rng.normal(0, 2.0, rgb.shape)).astype(np.float32)
+    params = Stretch(background=np.full(3, SKY), noise=SIGMA)
+
+    def finish(workers):
+        out = network.copy()
+        restore._finish(out, rgb, 1.0, None, params, workers)
+        return out
+
+    one = finish(1)
+    assert not np.allclose(one, network)  # the anchor acted
+    for workers in (2, 3, 8):
+        np.testing.assert_array_equal(finish(workers), one)
+
+
 def test_the_bundled_model_keeps_a_bright_white_stars_flux_and_colour():
     """A white star 1e4 sigma bright, Gaussian FWHM 2.4 px: the network alone kept 0.66 of
     its flux and split its channels by 7% (``bench/star_photometry.md``)."""

@@ -213,6 +213,20 @@ def test_emission_follows_smooth_light_and_passes_over_stars():
     assert np.max(emission[cores] - above[cores]) < 0.01 * stars[cores].min()  # stars stay out
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_emission_on_threads_is_the_same_map(channels):
+    """Bands of bins and pieces of the running median run on threads: any count gives the
+    one-thread map to the bit, a NaN border and an odd size included."""
+    from astroswin.engine.emission import smooth_emission
+
+    data = (100.0 + _nebula((301, 263), 500.0)) + _noise((channels, 301, 263), sky=0.0)
+    data[:, :, :9] = np.nan
+    maps = [smooth_emission(data, 25, np.full(channels, 100.0), workers=n).binned for n in (1, 2, 5)]
+    assert np.ptp(maps[0]) > 100  # a nebula, not a flat map
+    for other in maps[1:]:
+        np.testing.assert_array_equal(other, maps[0])
+
+
 def test_emission_is_put_back_exactly(tiny_model):
     """Taken out before the network and added after: with the identity model, nothing changes."""
     from dataclasses import replace
