@@ -67,9 +67,10 @@ def scale_band(light: np.ndarray, observed: np.ndarray, restored: np.ndarray, ba
     background, noise
         As :func:`flux_gain`, ``background`` ``(C,)``.
     workers : int
-        Threads. Each channel is cut into up to ``workers`` column pieces with :data:`MARGIN`
-        columns of context, so the pieces get the whole band's factors and ``workers`` of them
-        at once hold about one channel's temporaries, as one thread did.
+        Threads. Each channel is cut into up to ``workers`` column pieces of at least
+        :data:`MIN_PIECE` px, with :data:`MARGIN` columns of context, so the pieces get the
+        whole band's factors (to float32 rounding), and as many run at once as one channel
+        has: together they hold about one channel's temporaries, as one thread did.
     """
     c, rows, w = light.shape
     band = slice(first, first + rows)
@@ -80,7 +81,8 @@ def scale_band(light: np.ndarray, observed: np.ndarray, restored: np.ndarray, ba
         gain = flux_gain(observed[one, :, cols], restored[one, :, cols], background[one], noise, valid[one, :, cols])
         light[one, :, x0:x1] *= gain[:, band, x0 - lo : x1 - lo]
 
-    run_all([lambda ch=ch, x0=x0, x1=x1: piece(ch, x0, x1) for ch in range(c) for x0, x1 in spans(w, workers, MIN_PIECE)], workers)
+    cuts = spans(w, workers, MIN_PIECE)
+    run_all([lambda ch=ch, x0=x0, x1=x1: piece(ch, x0, x1) for ch in range(c) for x0, x1 in cuts], len(cuts))  # one channel's worth at a time
 
 
 def flux_gain(observed: np.ndarray, restored: np.ndarray, background: np.ndarray, noise: float, valid: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .normalize import no_data
-from .parallel import run_all, spans
+from .parallel import available_cpus, run_all, spans
 
 #: Default running-median window in pixels: wide enough that crowded star fields' wings do not
 #: fill it, narrow enough to follow a nebula's structure. Measured on the quality benchmark, the
@@ -124,7 +124,8 @@ def smooth_emission(image: np.ndarray, scale: int, background: np.ndarray, blank
     factor = max(1, scale // BIN_DIVISOR)
     window = max(3, int(round(scale / factor)))
     hb, wb = -(-h // factor), -(-w // factor)
-    band = max(1, BAND_VALUES // (wb * factor * factor * max(1, workers)))  # bin rows per band
+    workers = max(1, min(workers, available_cpus()))
+    band = max(1, BAND_VALUES // (wb * factor * factor * workers))  # bin rows per band
     summary = np.empty((c, hb, wb), dtype=np.float32)
     whole = np.empty((c, hb, wb), dtype=bool)  # bins where every pixel holds data
 

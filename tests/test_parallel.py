@@ -1,16 +1,28 @@
-"""Host-side threads: every task runs once, errors surface, spans tile a range exactly."""
+"""Host-side threads: every task runs once, in the caller's context; errors and Ctrl-C stop
+the rest and leave nothing running; spans tile a range exactly."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 
+import numpy as np
 import pytest
 
+from astroswin.engine import parallel
 from astroswin.engine.parallel import run_all, spans
 
 
+@pytest.fixture
+def two_cpus(monkeypatch):
+    """Two threads even on a one-CPU runner (run_all caps them at the CPUs)."""
+    monkeypatch.setattr(parallel, "available_cpus", lambda: 2)
+
+
 @pytest.mark.parametrize("workers", [1, 3])
-def test_every_task_runs_once(workers):
+def test_every_task_runs_once(workers, two_cpus):
     done, lock = [], threading.Lock()
 
     def task(i):
@@ -21,19 +33,56 @@ def test_every_task_runs_once(workers):
     assert sorted(done) == list(range(20))
 
 
-def test_the_first_error_is_raised_after_every_task_has_ended():
-    ended = []
+class _Tracker:
+    """Tasks that count how many are running and how many ended."""
 
+    def __init__(self):
+        self.lock, self.running, self.ended = threading.Lock(), 0, 0
+
+    def task(self, seconds=0.05, then=None):
+        def run():
+            with self.lock:
+                self.running += 1
+            try:
+                time.sleep(seconds)
+                if then is not None:
+                    then()
+            finally:
+                with self.lock:
+                    self.running -= 1
+                    self.ended += 1
+
+        return run
+
+
+def test_an_error_stops_the_tasks_not_started_and_waits_for_the_running_one(two_cpus):
     def fail():
         raise MemoryError("out of memory")
 
-    def slow():
-        threading.Event().wait(0.2)
-        ended.append(True)
-
+    tracker = _Tracker()
     with pytest.raises(MemoryError, match="out of memory"):
-        run_all([fail, slow, slow], 2)
-    assert ended == [True, True]
+        run_all([tracker.task(0.2), fail, *[tracker.task() for _ in range(50)]], 2)
+    assert tracker.running == 0  # the slow first task had ended
+    assert tracker.ended < 10  # the others were cancelled, not run
+
+
+def test_ctrl_c_while_waiting_leaves_no_task_running(two_cpus):
+    """SIGINT reaches the main thread while it waits for the pool: the running tasks finish
+    (they write into the caller's arrays), the rest never start, and the interrupt is raised."""
+    tracker = _Tracker()
+    interrupt = tracker.task(0.05, then=lambda: os.kill(os.getpid(), signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt):
+        run_all([interrupt, *[tracker.task(0.1) for _ in range(40)]], 2)
+    assert tracker.running == 0
+    time.sleep(0.3)
+    assert tracker.running == 0 and tracker.ended < 10  # and none started afterwards
+
+
+def test_tasks_run_in_the_callers_numpy_error_state(two_cpus):
+    """numpy's error state is per context: a thread starts with the default (warn) unless the
+    task runs in the caller's."""
+    with np.errstate(divide="raise"), pytest.raises(FloatingPointError):
+        run_all([lambda: np.float64(1.0) / np.float64(0.0), lambda: None], 2)
 
 
 @pytest.mark.parametrize(("length", "pieces", "smallest", "count"), [(100, 3, 1, 3), (100, 8, 40, 2), (30, 4, 40, 1), (7, 10, 1, 7), (0, 3, 1, 1)])
