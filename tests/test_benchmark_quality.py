@@ -215,3 +215,32 @@ def test_star_contrast_is_the_peak_over_the_emission_around_it():
     star = lambda y, x: 600.0 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 0.55**2))  # noqa: E731
     contrast = np.sort(sc.star_contrast(star(32, 14) + star(32, 48) + np.where(xx < 32, 200.0, 0.0)))
     assert len(contrast) == 2 and contrast[0] == pytest.approx(3.0, rel=1e-6) and np.isinf(contrast[1])
+
+
+def test_correlated_noise_counts_peaks_off_the_true_stars_only():
+    """scripts/correlated_noise.py: its noiseless observation is the benchmark's (the noise is
+    the only difference), and a fake faint star on empty sky is one spurious peak while the
+    true stars, however restored, are none."""
+    import correlated_noise as cn
+
+    case = bq.make_case(bq.SEED_BASE + 7, "stars", 3.5, 50.0, 1.0, 96)
+    light = cn.noiseless(bq.SEED_BASE + 7, "stars", 96, 20.0, case.kernel, 50.0)
+    noise = case.observed - light
+    assert abs(noise.mean()) < 0.5 and 4 < noise.std() < 12  # shot noise of a sky of 50 at gain 1, read noise 2
+    sigma = 7.0
+    dimmed = case.background + 0.5 * (case.truth - case.background)  # every true star at half its light
+    assert cn.spurious_peaks(dimmed, case.truth, case.background, sigma) == 0
+    starlight = (case.truth - case.background).mean(0) > 0.05 * sigma
+    y, x = _empty_spot(starlight)
+    fake = dimmed.copy()
+    fake[:, y - 1 : y + 2, x - 1 : x + 2] += sigma * np.array([[0.5, 1, 0.5], [1, 2, 1], [0.5, 1, 0.5]])  # a faint blob
+    assert cn.spurious_peaks(fake, case.truth, case.background, sigma) == 1
+
+
+def _empty_spot(starlight: np.ndarray) -> tuple[int, int]:
+    """A pixel at least 10 px from any star's light and from the edges."""
+    from scipy.ndimage import distance_transform_edt
+
+    distance = distance_transform_edt(~starlight)
+    distance[:12, :], distance[-12:, :], distance[:, :12], distance[:, -12:] = 0, 0, 0, 0
+    return tuple(np.unravel_index(np.argmax(distance), distance.shape))
