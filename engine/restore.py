@@ -489,7 +489,8 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
 
     params = estimate_stretch(image)
     release_pages(image)
-    emission = smooth_emission(image, settings.emission_scale, params.background, params.blank, torch.get_num_threads()) if settings.emission_scale else None
+    workers = torch.get_num_threads()  # settings.threads, set above, or torch's default
+    emission = smooth_emission(image, settings.emission_scale, params.background, params.blank, workers) if settings.emission_scale else None
     release_pages(image)  # smooth_emission read every page of a memory-mapped input
     layout = tiling.plan(h, w, *settings.tiling(device))
     resident = _fits_on_device(image.shape, device)
@@ -527,7 +528,7 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
     if emission is not None:
         for a, b in _row_blocks(h, w, c, budget=BAND_VALUES):  # ~4 MB of emission at a time
             out[:, a:b] += emission.rows(a, b)
-    _finish(out, image, settings.strength, saturation_level(image, params, peaks), params, torch.get_num_threads())
+    _finish(out, image, settings.strength, saturation_level(image, params, peaks), params, workers)
     return out[0] if data.ndim == 2 else out
 
 

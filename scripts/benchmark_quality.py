@@ -80,11 +80,17 @@ class Case(NamedTuple):
 READ_NOISE = 2.0  # linear units
 
 
+def scaled_scene(seed: int, kind: str, size: int, brightness: float) -> tuple[np.ndarray, dict]:
+    """A scene as the benchmark draws it (mono star fields, RGB otherwise, through the 1.2 px
+    target PSF) times ``brightness``, and ``make_scene``'s info."""
+    scene, info = make_scene(seed, (size, size), channels=3 if kind != "stars" else 1, kind=kind, target_fwhm=1.2)
+    return scene * brightness, info
+
+
 def make_case(seed: int, kind: str, blur: float, sky: float, gain: float, size: int, brightness: float = 20.0) -> Case:
     """One scene and its observation; ``brightness`` scales the scene (20: stars and structure
     stand above the noise)."""
-    scene, info = make_scene(seed, (size, size), channels=3 if kind != "stars" else 1, kind=kind, target_fwhm=1.2)
-    scene = scene * brightness
+    scene, info = scaled_scene(seed, kind, size, brightness)
     kernel = psf.moffat(blur, 3.0)
     rng = np.random.default_rng(seed)
     observed = add_noise(rng, convolve(scene, [kernel] * scene.shape[0]), sky, gain, READ_NOISE)

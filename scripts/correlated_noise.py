@@ -26,26 +26,34 @@ from pathlib import Path
 
 import click
 import numpy as np
-from benchmark_quality import READ_NOISE, SCENES, SEED_BASE, make_case, markdown, psnr_ssim, star_table, summarise
+from benchmark_quality import (
+    READ_NOISE,
+    SCENES,
+    SEED_BASE,
+    make_case,
+    markdown,
+    psnr_ssim,
+    scaled_scene,
+    star_table,
+    summarise,
+)
 from scipy.ndimage import binary_dilation
 
 from astroswin.engine import RestoreSettings, load_model, restore_array
 from astroswin.engine.measure import find_stars
 from astroswin.engine.normalize import estimate_stretch
 from astroswin.train.degrade import convolve, stacked_noise
-from astroswin.train.scenes import make_scene
 
 #: Quality-benchmark scenes measured: three star fields (spurious peaks are told from faint
 #: stars there) and a galaxy field.
 SCENE_INDICES = (1, 2, 3, 4)
-NOISES = ("white", "stacked, bilinear", "stacked, cubic")
 SUBEXPOSURES = 16
 
 
 def noiseless(seed: int, kind: str, size: int, brightness: float, kernel: np.ndarray, sky: float) -> np.ndarray:
     """The observation :func:`benchmark_quality.make_case` makes, before its noise."""
-    scene, _ = make_scene(seed, (size, size), channels=3 if kind != "stars" else 1, kind=kind, target_fwhm=1.2)
-    return convolve(scene * brightness, [kernel] * scene.shape[0]) + sky
+    scene, _ = scaled_scene(seed, kind, size, brightness)
+    return convolve(scene, [kernel] * scene.shape[0]) + sky
 
 
 def spurious_peaks(result: np.ndarray, truth: np.ndarray, background: np.ndarray, sigma: float) -> int:
