@@ -107,8 +107,9 @@ def flux_gain(observed: np.ndarray, restored: np.ndarray, background: np.ndarray
     numpy.ndarray
         ``(C, H, W)`` float32 factors within :data:`RATIO_LIMITS`; exactly 1 where no box
         within reach holds significant light. Pixels outside the image count as holding no
-        data, so a band of rows with :data:`MARGIN` rows of context on each side gets the whole
-        image's factors.
+        data, so a band of rows, or a piece of columns, with :data:`MARGIN` rows (columns) of
+        context on each side gets the whole image's factors (what :func:`scale_band`'s pieces
+        rely on).
     """
     if observed.shape != restored.shape or observed.shape != valid.shape or observed.ndim != 3:
         raise ValueError(f"expected matching (C, H, W) arrays, got {observed.shape}, {restored.shape}, {valid.shape}")
