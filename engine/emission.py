@@ -9,11 +9,12 @@ stars on flat sky, where it was trained to restore them. The emission put back i
 own, so the flux is kept exactly; structure finer than the median's window stays in and is
 restored as before.
 
-Measured on the quality benchmark (``scripts/benchmark_quality.py``), bundled model, stars
-measured with the nebula under them taken out (as the benchmark does since 2026-11-27): stars
-at SNR >= 30 on the nebulae at blur FWHM 3 and 4.5 went from 1.29x and 1.55x the true FWHM to
-1.15x and 1.18x; the galaxy fields' within 0.03x; PSNR within 0.6 dB on the star and galaxy
-fields except the crowded bright star field (-0.8 dB, still 2.8 dB above Richardson-Lucy).
+Measured on the quality benchmark (``scripts/benchmark_quality.py``), bundled model (since
+2026-11-28 0.3 of it trained with this step, ``MODEL_CARD.md``), stars measured with the
+nebula under them taken out: stars at SNR >= 30 on the nebulae at blur FWHM 3 and 4.5 go from
+1.27x and 1.57x the true FWHM to 1.16x and 1.17x (the weights before: 1.29x and 1.55x to 1.15x
+and 1.18x); the galaxy fields' within 0.03x; PSNR within 0.75 dB on the star and galaxy fields,
+the crowded bright star field included (-0.74 dB, still 2.85 dB above Richardson-Lucy).
 """
 
 from __future__ import annotations

@@ -46,3 +46,21 @@ def test_refuses_other_architectures_and_an_existing_model(tmp_path):
     result = runner.invoke(average_weights.main, [str(a), str(a), "--fraction", "0.5", "--out", str(a)])
     assert result.exit_code != 0 and "already holds a model" in result.output
     assert (a / "model.safetensors").read_bytes() == before
+
+
+def test_shipped_weights_are_the_recorded_average_of_two_committed_runs(tmp_path):
+    """What ships (MODEL_CARD.md, *What ships*): 0.7 of ``sharpen_linear``'s run
+    (``train/resume/last.pt``) and 0.3 of ``emission.toml``'s (``train/resume/emission.pt``),
+    each exported as its EMA weights. Rebuilt here so neither the weights nor the recipe can
+    change without the other."""
+    from astroswin.train.loop import export_pretrained
+
+    resume = ROOT / "train" / "resume"
+    first = export_pretrained(resume / "last.pt", tmp_path / "sharpen_linear")
+    second = export_pretrained(resume / "emission.pt", tmp_path / "emission")
+    result = CliRunner().invoke(average_weights.main, [str(first), str(second), "--fraction", "0.3", "--out", str(tmp_path / "avg")])
+    assert result.exit_code == 0, result.output
+    rebuilt = load_folder(tmp_path / "avg").state_dict()
+    shipped = load_folder(ROOT / "engine" / "weights" / "small").state_dict()
+    assert rebuilt.keys() == shipped.keys()
+    assert all(torch.equal(rebuilt[k], shipped[k]) for k in shipped)
