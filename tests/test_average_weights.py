@@ -1,10 +1,12 @@
-"""Tests of scripts/average_weights.py: the average is exact, and what cannot be averaged is refused."""
+"""Tests of scripts/average_weights.py: the average is exact, what cannot be averaged is refused,
+and the bundled weights are the recorded average of committed runs."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -23,15 +25,19 @@ def _saved(folder: Path, seed: int, **config) -> Path:
     return folder
 
 
+def _parts(*pairs) -> list[str]:
+    return [arg for folder, share in pairs for arg in ("--part", str(folder), str(share))]
+
+
 def test_average_is_the_weighted_mean_of_every_tensor_and_loads_in_the_engine(tmp_path):
-    a, b = _saved(tmp_path / "a", 0), _saved(tmp_path / "b", 1)
-    result = CliRunner().invoke(average_weights.main, [str(a), str(b), "--fraction", "0.3", "--out", str(tmp_path / "avg")])
+    a, b, c = (_saved(tmp_path / name, seed) for seed, name in enumerate("abc"))
+    result = CliRunner().invoke(average_weights.main, [*_parts((a, 0.5), (b, 0.3), (c, 0.2)), "--out", str(tmp_path / "avg")])
     assert result.exit_code == 0, result.output
-    sa, sb = load_folder(a).state_dict(), load_folder(b).state_dict()
+    sa, sb, sc = (load_folder(folder).state_dict() for folder in (a, b, c))
     mixed = load_folder(tmp_path / "avg").state_dict()
-    assert sum(not torch.equal(sa[k], sb[k]) for k in sa) >= 10  # the two really differ (not the zero-initialised head)
+    assert sum(not torch.equal(sa[k], sb[k]) for k in sa) >= 10  # they really differ (not the zero-initialised head)
     for name, value in mixed.items():
-        expected = (0.7 * sa[name].double() + 0.3 * sb[name].double()).to(value.dtype) if value.is_floating_point() else sa[name]
+        expected = (0.5 * sa[name].double() + 0.3 * sb[name].double() + 0.2 * sc[name].double()).to(value.dtype) if value.is_floating_point() else sa[name]
         torch.testing.assert_close(value, expected, rtol=0, atol=1e-7)
 
 
@@ -39,26 +45,37 @@ def test_refuses_other_architectures_and_an_existing_model(tmp_path):
     a = _saved(tmp_path / "a", 0)
     other = _saved(tmp_path / "other", 0, embed_dim=24)
     runner = CliRunner()
-    result = runner.invoke(average_weights.main, [str(a), str(other), "--fraction", "0.5", "--out", str(tmp_path / "x")])
+    result = runner.invoke(average_weights.main, [*_parts((a, 0.5), (other, 0.5)), "--out", str(tmp_path / "x")])
     assert result.exit_code != 0 and "different configs" in result.output
     assert not (tmp_path / "x" / "model.safetensors").exists()
     before = (a / "model.safetensors").read_bytes()
-    result = runner.invoke(average_weights.main, [str(a), str(a), "--fraction", "0.5", "--out", str(a)])
+    result = runner.invoke(average_weights.main, [*_parts((a, 0.5), (a, 0.5)), "--out", str(a)])
     assert result.exit_code != 0 and "already holds a model" in result.output
     assert (a / "model.safetensors").read_bytes() == before
 
 
-def test_shipped_weights_are_the_recorded_average_of_two_committed_runs(tmp_path):
-    """What ships (MODEL_CARD.md, *What ships*): 0.7 of ``sharpen_linear``'s run
-    (``train/resume/last.pt``) and 0.3 of ``emission.toml``'s (``train/resume/emission.pt``),
-    each exported as its EMA weights. Rebuilt here so neither the weights nor the recipe can
-    change without the other."""
+@pytest.mark.parametrize(("shares", "message"), [((0.5, 0.4), "sum to 0.9"), ((1.0,), "at least two")])
+def test_refuses_shares_that_do_not_make_an_average(tmp_path, shares, message):
+    """Shares summing to other than 1 would scale every weight, the output with them."""
+    folders = [_saved(tmp_path / f"m{k}", k) for k in range(len(shares))]
+    result = CliRunner().invoke(average_weights.main, [*_parts(*zip(folders, shares)), "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and message in result.output
+    assert not (tmp_path / "x").exists()
+
+
+#: The bundled weights' recipe (MODEL_CARD.md, *What ships*; README, *Training*): committed
+#: training states under train/resume, each exported as its EMA weights, and their shares.
+SHIPPED_RECIPE = (("last.pt", 0.7), ("emission.pt", 0.3))
+
+
+def test_shipped_weights_are_the_recorded_average_of_committed_runs(tmp_path):
+    """Rebuilt from the committed states, so neither the weights nor the recipe can change
+    without the other."""
     from astroswin.train.loop import export_pretrained
 
     resume = ROOT / "train" / "resume"
-    first = export_pretrained(resume / "last.pt", tmp_path / "sharpen_linear")
-    second = export_pretrained(resume / "emission.pt", tmp_path / "emission")
-    result = CliRunner().invoke(average_weights.main, [str(first), str(second), "--fraction", "0.3", "--out", str(tmp_path / "avg")])
+    parts = [(export_pretrained(resume / state, tmp_path / state), share) for state, share in SHIPPED_RECIPE]
+    result = CliRunner().invoke(average_weights.main, [*_parts(*parts), "--out", str(tmp_path / "avg")])
     assert result.exit_code == 0, result.output
     rebuilt = load_folder(tmp_path / "avg").state_dict()
     shipped = load_folder(ROOT / "engine" / "weights" / "small").state_dict()
