@@ -10,11 +10,11 @@ own, so the flux is kept exactly; structure finer than the median's window stays
 restored as before.
 
 Measured on the quality benchmark (``scripts/benchmark_quality.py``), bundled model (since
-2026-11-28 0.3 of it trained with this step, ``MODEL_CARD.md``), stars measured with the
+2026-11-28 0.35 of it trained with this step, ``MODEL_CARD.md``), stars measured with the
 nebula under them taken out: stars at SNR >= 30 on the nebulae at blur FWHM 3 and 4.5 go from
-1.27x and 1.57x the true FWHM to 1.16x and 1.17x (the weights before: 1.29x and 1.55x to 1.15x
-and 1.18x); the galaxy fields' within 0.03x; PSNR within 0.75 dB on the star and galaxy fields,
-the crowded bright star field included (-0.74 dB, still 2.85 dB above Richardson-Lucy).
+1.26x and 1.53x the true FWHM to 1.15x and 1.16x (``sharpen_linear`` alone: 1.29x and 1.55x to
+1.15x and 1.18x); the galaxy fields' within 0.03x; PSNR within 0.8 dB on the star and galaxy
+fields, the crowded bright star field included (-0.78 dB, still 3.05 dB above Richardson-Lucy).
 """
 
 from __future__ import annotations

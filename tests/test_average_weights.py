@@ -65,7 +65,7 @@ def test_refuses_shares_that_do_not_make_an_average(tmp_path, shares, message):
 
 #: The bundled weights' recipe (MODEL_CARD.md, *What ships*; README, *Training*): committed
 #: training states under train/resume, each exported as its EMA weights, and their shares.
-SHIPPED_RECIPE = (("last.pt", 0.7), ("emission.pt", 0.3))
+SHIPPED_RECIPE = (("last.pt", 0.3), ("emission.pt", 0.35), ("colour.pt", 0.2), ("stacked.pt", 0.15))
 
 
 def test_shipped_weights_are_the_recorded_average_of_committed_runs(tmp_path):
