@@ -7,8 +7,8 @@ each loses (`MODEL_CARD.md`, *What ships*: the bundled weights are such an avera
 folder must hold the same architecture (``config.json`` alike, every tensor the same shape);
 the result is written with ``save_pretrained``, so the engine loads it like any model folder.
 
-    python scripts/average_weights.py --part runs/sharpen_linear 0.4 --part runs/emission 0.3 \\
-        --part runs/colour 0.3 --out DIR
+    python scripts/average_weights.py --part runs/last 0.3 --part runs/emission 0.35 \\
+        --part runs/colour 0.2 --part runs/stacked 0.15 --out DIR   # the bundled weights
 """
 
 from __future__ import annotations
