@@ -7,8 +7,10 @@ each loses (`MODEL_CARD.md`, *What ships*: the bundled weights are such an avera
 folder must hold the same architecture (``config.json`` alike, every tensor the same shape);
 the result is written with ``save_pretrained``, so the engine loads it like any model folder.
 
-    python scripts/average_weights.py --part runs/last 0.3 --part runs/emission 0.35 \\
-        --part runs/colour 0.2 --part runs/stacked 0.15 --out DIR   # the bundled weights
+    python scripts/average_weights.py --part FOLDER_A 0.7 --part FOLDER_B 0.3 --out DIR
+
+The bundled weights' recipe is in the README (*Training*) and in ``SHIPPED_RECIPE`` of
+``tests/test_average_weights.py``, which rebuilds them.
 """
 
 from __future__ import annotations

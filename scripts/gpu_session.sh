@@ -75,7 +75,7 @@ config, folder, rate, runs, seconds, batch = sys.argv[1], sys.argv[2], float(sys
 cfg = load_config(f"train/configs/{config}.toml")
 last = os.path.join(folder, "last.pt")
 if not cfg.init and not os.path.exists(last):
-    # The committed state of this config: its own file, or sharpen_linear's last.pt (the shipped average's base).
+    # The committed state of this config: its own file, or sharpen_linear's last.pt.
     for state in (f"train/resume/{config}.pt", "train/resume/last.pt"):
         if os.path.exists(state) and torch.load(state, map_location="cpu", weights_only=False)["config"]["name"] == config:
             shutil.copy(state, last)
