@@ -20,6 +20,7 @@ from pathlib import Path
 import click
 import torch
 
+from astroswin.engine.errors import EngineError
 from astroswin.engine.loading import load_folder
 
 
@@ -63,7 +64,11 @@ def main(parts: tuple[tuple[Path, float], ...], out: Path) -> None:
         raise click.ClickException(f"the shares sum to {sum(weights):g}, not 1")
     if (out / "model.safetensors").exists():
         raise click.ClickException(f"{out} already holds a model; choose a new folder")
-    model = average([load_folder(folder) for folder, _ in parts], weights)
+    try:
+        models = [load_folder(folder) for folder, _ in parts]
+    except EngineError as exc:  # one line, as the CLI says it, not a traceback
+        raise click.ClickException(str(exc)) from None
+    model = average(models, weights)
     model.save_pretrained(out, safe_serialization=True)
     click.echo(f"weights: {out} (" + " + ".join(f"{share:g} x {folder}" for folder, share in parts) + ")")
 

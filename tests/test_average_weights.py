@@ -63,6 +63,16 @@ def test_refuses_shares_that_do_not_make_an_average(tmp_path, shares, message):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_folder_that_is_not_a_model_is_one_line_not_a_traceback(tmp_path):
+    a = _saved(tmp_path / "a", 0)
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(average_weights.main, [*_parts((a, 0.5), (tmp_path / "empty", 0.5)), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # not an escaped EngineError
+    assert result.output.strip().splitlines()[-1] == f"Error: model folder {tmp_path / 'empty'} has no config.json"
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "x").exists()
+
+
 #: The bundled weights' recipe (MODEL_CARD.md, *What ships*; README, *Training*): committed
 #: training states under train/resume, each exported as its EMA weights, and their shares.
 SHIPPED_RECIPE = (("last.pt", 0.3), ("emission.pt", 0.35), ("colour.pt", 0.2), ("stacked.pt", 0.15))
