@@ -135,6 +135,17 @@ def test_summary_keeps_detections_and_looks_for_halos_around_bright_stars():
     assert s["flux_ratio"] == 1.01
     assert s["halo"] == -0.003  # the bright stars' mean profile
     assert 0.005 < s["flux_se"] < 0.05
+    assert 0.0 < s["fwhm_se"] < 0.1
+
+
+def test_bootstrap_error_shrinks_with_stars_and_is_absent_where_fits_failed():
+    rng = np.random.default_rng(1)
+    few, many = (rng.normal(1.3, 0.3, n) for n in (16, 256))
+    assert abs(bq.bootstrap_se(many) / (1.2533 * 0.3 / np.sqrt(256)) - 1) < 0.3  # a median's s.e. for normal values
+    assert 1.5 < bq.bootstrap_se(few) / bq.bootstrap_se(many) < 6  # ~sqrt(16)
+    assert np.isnan(bq.bootstrap_se(np.array([1.2, np.inf, np.inf])))  # median of a draw inf
+    assert np.isnan(bq.bootstrap_se(np.array([1.2])))
+    assert bq.plus_minus(1.4171, 0.083, 2) == "1.42 ± 0.08" and bq.plus_minus(2.1, float("nan"), 2) == "2.10"
 
 
 def test_summary_of_no_stars_is_empty_not_an_error():
@@ -165,14 +176,14 @@ def test_markdown_aligns_numbers_and_signs_halos():
 
 def test_summary_gives_the_model_margin_over_the_better_classical_method():
     def row(method, psnr, **star):
-        return dict(scene="s", method=method, psnr=psnr, stars=10, fwhm_ratio=1.1, fwhm_ratio_bright=1.02, fwhm_per_scene=[1.22, float("nan"), 8.18], flux_ratio=0.99, flux_se=0.01, total_flux=0.98, halo=-0.001, **star)
+        return dict(scene="s", method=method, psnr=psnr, stars=10, fwhm_ratio=1.1, fwhm_se=0.04, fwhm_ratio_bright=1.02, fwhm_per_scene=[1.22, float("nan"), 8.18], flux_ratio=0.99, flux_se=0.01, total_flux=0.98, halo=-0.001, **star)
 
     rows = [row("input", 20.0), row("model", 30.0), row("RL (true PSF)", 25.0), row("Wiener (true PSF, oracle)", 27.5)]
     (s,) = bq.summary(rows)
     assert s["gain"] == 2.5
     assert (s["input"], s["rl"], s["wiener"], s["model"]) == (20.0, 25.0, 27.5, 30.0)
     assert s["flux"] == "0.990 ± 0.010" and s["total_flux"] == 0.98
-    assert s["per_scene"] == "1.22 / – / 8.18" and s["fwhm_ratio_bright"] == 1.02
+    assert s["fwhm_ratio"] == "1.10 ± 0.04" and s["per_scene"] == "1.22 / – / 8.18" and s["fwhm_ratio_bright"] == 1.02
 
 
 def test_per_scene_fwhm_needs_enough_detected_stars():
