@@ -155,6 +155,8 @@ HALO_SNR = 20.0
 BRIGHT_FWHM_SNR = 30.0
 #: A realization's own median FWHM is reported with at least this many detected stars.
 MIN_SCENE_STARS = 5
+#: Issue 4's target for the median star FWHM over the truth's.
+FWHM_TARGET = 1.3
 SNR_BINS = (0.0, 5.0, 10.0, 30.0, np.inf)
 #: A star is a point source: its fitted FWHM in the truth (rendered through the 1.2 px target
 #: PSF, so 1.3-1.5 px once pixelated) is below this: blends of close stars fit wider. (Stars are
@@ -283,7 +285,7 @@ METHODS = INPUT, MODEL, RL, WIENER = ("input", "model", "RL (true PSF)", "Wiener
 @click.option("--model", "model_name", default="small", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench"), show_default=True)
 @click.option("--size", default=192, show_default=True, help="Scene size in pixels.")
-@click.option("--realizations", default=4, show_default=True, help="Independent scenes (stars and noise) per row; PSNR/SSIM are averaged, stars pooled.")
+@click.option("--realizations", default=16, show_default=True, help="Independent scenes (stars and noise) per row; PSNR/SSIM are averaged, stars pooled. 16, not 4: with 4 the pooled FWHM ratio moved by up to 0.6x between two seed bases and its s.e. was 0.14x, wider than the gaps the targets test.")
 @click.option("--threads", default=None, type=int)
 @click.option("--tile", default=None, type=int, help="Tile size (default: the engine's CPU default; a scene larger than tile - 2 x overlap is cut into several).")
 @click.option("--overlap", default=None, type=int)
@@ -327,7 +329,7 @@ def main(model_name: str, out: Path, size: int, realizations: int, threads: int 
     faint_table = markdown(faint, ["scene", "method", "snr", "stars", "flux_ratio", "fwhm_ratio"], ["scene", "method", "true SNR", "stars", "flux / truth", "FWHM / truth"])
     (out / "faint.md").write_text(faint_table + "\n")
     summary_table = markdown(summary(rows), ["scene", "input", "rl", "wiener", "model", "gain", "stars", "fwhm_ratio", "per_scene", "fwhm_ratio_bright", "flux", "total_flux", "halo"],
-                             ["scene", "input", "RL", "Wiener", "model", "model − best", "stars", "FWHM / truth", "per scene", "SNR ≥ 30", "flux / truth", "total flux / truth", "halo depth"])
+                             ["scene", "input", "RL", "Wiener", "model", "model − best", "stars", "FWHM / truth", "per scene > 1.3x", "SNR ≥ 30", "flux / truth", "total flux / truth", "halo depth"])
     (out / "summary.md").write_text(summary_table + "\n")
     click.echo(table + "\n\n" + faint_table + "\n\n" + summary_table)
 
@@ -344,9 +346,20 @@ def summary(rows: list[dict]) -> list[dict]:
         best = max(m[RL]["psnr"], m[WIENER]["psnr"])
         out.append(dict(scene=scene, input=m[INPUT]["psnr"], rl=m[RL]["psnr"], wiener=m[WIENER]["psnr"],
                         model=model["psnr"], gain=round(model["psnr"] - best, 2), stars=model["stars"], fwhm_ratio=plus_minus(model["fwhm_ratio"], model["fwhm_se"], 2), fwhm_ratio_bright=model["fwhm_ratio_bright"],
-                        per_scene=" / ".join("–" if np.isnan(v) else f"{v:.2f}" for v in model["fwhm_per_scene"]),  # inf: most fits failed
+                        per_scene=scenes_over_target(model["fwhm_per_scene"]),
                         flux=plus_minus(model["flux_ratio"], model["flux_se"], 3), total_flux=model["total_flux"], halo=model["halo"]))
     return out
+
+
+def scenes_over_target(per_scene: list[float]) -> str:
+    """``"3/16 (worst 1.91)"``: how many realizations' own FWHM medians exceed
+    ``FWHM_TARGET``, of those with enough stars to have one, and the worst (inf: most of its
+    fits failed). Sixteen values do not fit a table cell; this keeps what they were there
+    for, a sparse scene restored badly that the pooled median hides."""
+    values = np.array([v for v in per_scene if not np.isnan(v)])
+    if not values.size:
+        return "–"
+    return f"{int((values > FWHM_TARGET).sum())}/{values.size} (worst {values.max():.2f})"
 
 
 def plus_minus(value: float, se: float, digits: int) -> str:

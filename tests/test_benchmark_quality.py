@@ -176,14 +176,14 @@ def test_markdown_aligns_numbers_and_signs_halos():
 
 def test_summary_gives_the_model_margin_over_the_better_classical_method():
     def row(method, psnr, **star):
-        return dict(scene="s", method=method, psnr=psnr, stars=10, fwhm_ratio=1.1, fwhm_se=0.04, fwhm_ratio_bright=1.02, fwhm_per_scene=[1.22, float("nan"), 8.18], flux_ratio=0.99, flux_se=0.01, total_flux=0.98, halo=-0.001, **star)
+        return dict(scene="s", method=method, psnr=psnr, stars=10, fwhm_ratio=1.1, fwhm_se=0.04, fwhm_ratio_bright=1.02, fwhm_per_scene=[1.22, float("nan"), 8.18, 1.1], flux_ratio=0.99, flux_se=0.01, total_flux=0.98, halo=-0.001, **star)
 
     rows = [row("input", 20.0), row("model", 30.0), row("RL (true PSF)", 25.0), row("Wiener (true PSF, oracle)", 27.5)]
     (s,) = bq.summary(rows)
     assert s["gain"] == 2.5
     assert (s["input"], s["rl"], s["wiener"], s["model"]) == (20.0, 25.0, 27.5, 30.0)
     assert s["flux"] == "0.990 ± 0.010" and s["total_flux"] == 0.98
-    assert s["fwhm_ratio"] == "1.10 ± 0.04" and s["per_scene"] == "1.22 / – / 8.18" and s["fwhm_ratio_bright"] == 1.02
+    assert s["fwhm_ratio"] == "1.10 ± 0.04" and s["per_scene"] == "1/3 (worst 8.18)" and s["fwhm_ratio_bright"] == 1.02
 
 
 def test_per_scene_fwhm_needs_enough_detected_stars():
