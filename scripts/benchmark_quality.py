@@ -329,7 +329,7 @@ def main(model_name: str, out: Path, size: int, realizations: int, threads: int 
     faint_table = markdown(faint, ["scene", "method", "snr", "stars", "flux_ratio", "fwhm_ratio"], ["scene", "method", "true SNR", "stars", "flux / truth", "FWHM / truth"])
     (out / "faint.md").write_text(faint_table + "\n")
     summary_table = markdown(summary(rows), ["scene", "input", "rl", "wiener", "model", "gain", "stars", "fwhm_ratio", "per_scene", "fwhm_ratio_bright", "flux", "total_flux", "halo"],
-                             ["scene", "input", "RL", "Wiener", "model", "model − best", "stars", "FWHM / truth", "per scene > 1.3x", "SNR ≥ 30", "flux / truth", "total flux / truth", "halo depth"])
+                             ["scene", "input", "RL", "Wiener", "model", "model − best", "stars", "FWHM / truth", f"per scene > {FWHM_TARGET:g}x", "SNR ≥ 30", "flux / truth", "total flux / truth", "halo depth"])
     (out / "summary.md").write_text(summary_table + "\n")
     click.echo(table + "\n\n" + faint_table + "\n\n" + summary_table)
 
