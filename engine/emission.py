@@ -9,8 +9,9 @@ stars on flat sky, where it was trained to restore them. The emission put back i
 own, so the flux is kept exactly; structure finer than the median's window stays in and is
 restored as before.
 
-Measured on the quality benchmark (``scripts/benchmark_quality.py``), bundled model (since
-2026-11-28 0.35 of it trained with this step, ``MODEL_CARD.md``), stars measured with the
+Measured on the quality benchmark (``scripts/benchmark_quality.py``), 4 realizations per row,
+with the weights bundled until 2026-11-28 evening (0.35 of them trained with this step; 0.8 of
+the current ones, ``MODEL_CARD.md``), stars measured with the
 nebula under them taken out: stars at SNR >= 30 on the nebulae at blur FWHM 3 and 4.5 go from
 1.26x and 1.53x the true FWHM to 1.15x and 1.16x (``sharpen_linear`` alone: 1.29x and 1.55x to
 1.15x and 1.18x); the galaxy fields' within 0.03x; PSNR within 0.8 dB on the star and galaxy
