@@ -30,6 +30,13 @@ def error(message: str) -> None:
     click.echo(f"astroswin: error: {message}", err=True)
 
 
+def _is_candidate(path: Path, suffix: str) -> bool:
+    """An image file a folder or a pattern stands for: a known extension, and not an earlier
+    output (its stem ends with ``suffix``; with an empty suffix nothing is taken for one).
+    Re-running ``restore "dir/*"`` once restored its own outputs again (``a_astroswin_astroswin``)."""
+    return path.is_file() and path.suffix.lower() in KNOWN_SUFFIXES and not (suffix and path.stem.endswith(suffix))
+
+
 def expand_inputs(inputs: tuple[str, ...], suffix: str) -> tuple[list[Path], list[str]]:
     """Files as given; folders -> their image files (not earlier outputs); globs expanded.
 
@@ -40,9 +47,9 @@ def expand_inputs(inputs: tuple[str, ...], suffix: str) -> tuple[list[Path], lis
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in KNOWN_SUFFIXES and not p.stem.endswith(suffix))
+            found = sorted(p for p in path.iterdir() if _is_candidate(p, suffix))
         elif not path.exists() and any(ch in item for ch in "*?["):
-            found = sorted(Path(m) for m in glob.glob(_literal_folder(item)) if Path(m).is_file())
+            found = sorted(p for p in map(Path, glob.glob(_literal_folder(item))) if _is_candidate(p, suffix))
         else:
             found = [path]
         if not found:

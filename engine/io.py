@@ -66,8 +66,13 @@ class Image:
 
 
 def _largest(data: np.ndarray, default: float) -> float:
-    """The largest value of ``data``, NaN ignored; ``default`` where no pixel is finite."""
-    return float(np.nanmax(data)) if np.isfinite(data).any() else default
+    """The largest finite value of ``data``; ``default`` where no pixel is finite. NaN and inf
+    are left out: one +inf pixel made the XISF writer's scale inf (every pixel stored as 0) and
+    hid a [0, 1] input from the integer scaling."""
+    if data.size and np.dtype(data.dtype).kind in "biu":
+        return float(data.max())  # every integer is finite
+    finite = np.isfinite(data)
+    return float(np.max(data, where=finite, initial=-np.inf)) if finite.any() else default
 
 
 def sniff_format(path: Path) -> str:

@@ -32,7 +32,7 @@ def default_folder(host: str) -> Path | None:
         return Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming")) / "siril-scripts" / "processing"
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Application Support" / "org.siril.Siril" / "siril-scripts" / "processing"
-    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "siril-scripts" / "processing"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "siril-scripts" / "processing"  # empty counts as unset (XDG spec)
 
 
 @click.command("plugins")

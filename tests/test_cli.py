@@ -170,6 +170,22 @@ def test_pattern_through_a_folder_with_brackets(tmp_path, tiny_model_dir):
     assert (folder / "a_astroswin.fits").exists()
 
 
+def test_a_pattern_picks_what_a_folder_picks(tmp_path, tiny_model_dir):
+    """Re-running ``restore "dir/*"`` restored its own outputs again (a_astroswin_astroswin)
+    and failed on notes.txt; a folder skipped both. An empty --suffix once made every file look
+    like an earlier output, so a folder read as empty."""
+    fits.PrimaryHDU(np.ones((20, 20), np.float32)).writeto(tmp_path / "a.fits")
+    (tmp_path / "notes.txt").write_text("flat frames taken at dusk")
+    for _ in range(2):
+        result = run("restore", f"{tmp_path}/*", "--model", tiny_model_dir, "--progress", "none", "--overwrite")
+        assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.fits", "a_astroswin.fits", "notes.txt"]
+    (tmp_path / "out").mkdir()
+    result = run("restore", tmp_path, "--suffix", "", "--output-dir", tmp_path / "out", "--model", tiny_model_dir, "--progress", "none")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.fits", "a_astroswin.fits"]
+
+
 def test_usage_errors(tmp_path, tiny_model_dir):
     result = run("restore", tmp_path / "a.fits", tmp_path / "b.fits", "-o", tmp_path / "x.fits")
     assert result.returncode == 2 and "exactly one input" in result.stderr

@@ -144,6 +144,28 @@ def test_normalised_float_to_integer_is_scaled_and_signed_to_xisf_is_float(tmp_p
     assert XISF(str(tmp_path / "s.xisf")).read_image(0).dtype == np.float32
 
 
+def test_an_inf_pixel_does_not_decide_the_scale(tmp_path):
+    """One +inf pixel (a hot pixel gone wrong in a stack) once made the XISF writer's scale inf,
+    storing every pixel as 0 in a file nothing could read, and kept a [0, 1] image from being
+    scaled to uint16. The scale comes from finite pixels; the bad pixel stays bad."""
+    data = np.array([[0.0, 0.3], [0.5, 1.0]], np.float32)
+    bad = data.copy()
+    bad[0, 0] = np.inf
+    fits.PrimaryHDU(bad).writeto(tmp_path / "n.fits")
+    image = read_image(tmp_path / "n.fits")
+    write_image(tmp_path / "n.tif", np.asarray(image.data, np.float32), image, dtype="uint16")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "n.tif").ravel()[1:], np.rint(data * 65535).ravel()[1:])
+    adu = np.array([[np.inf, 100.0], [2000.0, 30000.0]], np.float32)
+    fits.PrimaryHDU(adu).writeto(tmp_path / "adu.fits")
+    image = read_image(tmp_path / "adu.fits")
+    write_image(tmp_path / "adu.xisf", np.asarray(image.data, np.float32), image)
+    x = XISF(str(tmp_path / "adu.xisf"))
+    scale = float(x.get_images_metadata()[0]["XISFProperties"]["AstroSWIN:Scale"]["value"])
+    assert scale == 30000.0
+    np.testing.assert_allclose(x.read_image(0)[..., 0].ravel()[1:] * scale, adu.ravel()[1:], rtol=1e-6)
+    assert read_image(tmp_path / "adu.xisf").data.shape == (2, 2)
+
+
 def test_lzw_tiff_is_read(tmp_path):
     data = np.random.default_rng(5).integers(0, 65535, (20, 30)).astype(np.uint16)
     tifffile.imwrite(tmp_path / "lzw.tif", data, compression="lzw")

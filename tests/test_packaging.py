@@ -34,3 +34,18 @@ def test_wheel_contains_the_package_and_its_data(tmp_path):
         assert required in names, required
     top_level = {n.split("/")[0] for n in names if not n.startswith("astroswin-")}
     assert top_level == {"astroswin"}, top_level  # no generic top-level modules in site-packages
+
+
+@pytest.mark.skipif(sys.platform.startswith("win") or sys.platform == "darwin", reason="the XDG folder is Linux's")
+@pytest.mark.parametrize("xdg", ["", None])
+def test_siril_folder_with_xdg_data_home_empty_or_unset(monkeypatch, tmp_path, xdg):
+    """An empty XDG_DATA_HOME counts as unset (the XDG spec); it once put the script in
+    ./siril-scripts/processing, relative to wherever the command ran."""
+    from astroswin.plugin.install import default_folder
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    if xdg is None:
+        monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_DATA_HOME", xdg)
+    assert default_folder("siril") == tmp_path / ".local" / "share" / "siril-scripts" / "processing"

@@ -617,6 +617,20 @@ def test_export_refuses_to_replace_weights_unless_asked(tmp_path):
     assert (out / "model.safetensors").read_bytes() != b"shipped"
 
 
+@pytest.mark.parametrize("content", [b"garbage\n", b"SIMPLE  =                    T"])
+def test_export_of_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, content):
+    """A traceback of pickle internals once; and the file is read as tensors and plain data only
+    (weights_only), so a hostile .pt cannot run code."""
+    from click.testing import CliRunner
+
+    from astroswin.train.cli import export_command
+
+    (tmp_path / "x.pt").write_bytes(content)
+    result = CliRunner().invoke(export_command, [str(tmp_path / "x.pt"), "--out", str(tmp_path / "w")])
+    assert result.exit_code == 1 and "not an AstroSWIN training checkpoint" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "w").exists()
+
+
 def test_export_round_trips_the_ema_weights(tmp_path):
     from astroswin.engine import load_model
     from astroswin.train.loop import export_pretrained

@@ -68,7 +68,10 @@ def export_command(checkpoint: Path, out: Path | None, name: str, overwrite: boo
     out = out or bundled_dir(name)
     if (out / "model.safetensors").exists() and not overwrite:
         raise click.ClickException(f"{out} already holds weights: pass --overwrite to replace them, or choose --out")
-    export_pretrained(checkpoint, out)
+    try:
+        export_pretrained(checkpoint, out)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"weights: {out}")
     if onnx_path:
         from .export import CHECK_SIZES, export_onnx

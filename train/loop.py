@@ -314,9 +314,20 @@ def append_csv(path: Path, row: dict) -> None:
 
 
 def export_pretrained(checkpoint: str | Path, out: str | Path, use_ema: bool = True) -> Path:
-    """Write a checkpoint's (EMA) weights as ``save_pretrained`` safetensors + ``config.json``."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    model = AstroSwin2SR(AstroSwin2SRConfig.from_dict(state["model_config"]))
+    """Write a checkpoint's (EMA) weights as ``save_pretrained`` safetensors + ``config.json``.
+
+    The checkpoint is unpickled with ``weights_only=True`` (tensors and plain data only): it may
+    come from anyone, and a full unpickle runs whatever code the file names. Anything that is not
+    a checkpoint of this package raises ValueError with one line saying so.
+    """
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        config = AstroSwin2SRConfig.from_dict(state["model_config"])
+    except KeyError as exc:
+        raise ValueError(f"{checkpoint}: not an AstroSWIN training checkpoint (no {exc} entry)") from None
+    except Exception:  # pickle, zip and type errors alike (torch's own text suggests the unsafe load)
+        raise ValueError(f"{checkpoint}: not an AstroSWIN training checkpoint (not a torch file of tensors and plain data)") from None
+    model = AstroSwin2SR(config)
     model.load_state_dict(state["ema"] if use_ema and state.get("ema") else state["model"])
     out = Path(out)
     model.save_pretrained(out, safe_serialization=True)

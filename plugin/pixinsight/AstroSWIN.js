@@ -32,6 +32,7 @@
 #include <pjsr/StdButton.jsh>
 #include <pjsr/StdIcon.jsh>
 #include <pjsr/DataType.jsh>
+#include <pjsr/ImageOp.jsh>
 #include <pjsr/NumericControl.jsh>
 
 var ASTROSWIN_VERSION = "0.1.0";

@@ -110,7 +110,7 @@ test("script header: feature id, SPDX licence, includes, version constant, test 
    assert.match(src, /^#feature-id\s+AstroSWIN\s*:\s*Processing\s*>\s*AstroSWIN\s*$/m);
    assert.match(src, /^#feature-info\s+\S/m);
    assert.match(src, /SPDX-License-Identifier: MIT/);
-   for (const h of ["Sizer", "UndoFlag", "StdButton", "StdIcon", "DataType", "NumericControl"])
+   for (const h of ["Sizer", "UndoFlag", "StdButton", "StdIcon", "DataType", "ImageOp", "NumericControl"])
       assert.match(src, new RegExp(`^#include <pjsr/${h}\\.jsh>\\s*$`, "m"));
    assert.match(src, /var ASTROSWIN_VERSION = "\d+\.\d+\.\d+";/);
    assert.match(src, /if \(typeof __ASTROSWIN_TEST__ === "undefined"\)\s*\n\s*main\(\);/);

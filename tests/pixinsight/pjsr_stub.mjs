@@ -57,6 +57,20 @@ export const CONSTANTS = {
 // Source preprocessing (the PJSR preprocessor's job in PixInsight)
 // --------------------------------------------------------------------------
 
+// What each pjsr/*.jsh header defines, by constant prefix, its own includes followed: the
+// constants are preprocessor #defines, so a script that forgets a header fails in PixInsight
+// with "X is not defined" and must fail here too.
+export const HEADERS = {
+   UndoFlag: ["UndoFlag"], ImageOp: ["ImageOp"], StdButton: ["StdButton"], StdIcon: ["StdIcon"],
+   DataType: ["DataType"], Sizer: ["Sizer"], NumericControl: ["Sizer", "StdButton", "StdIcon"],
+};
+
+function headerDefines(name) {
+   const prefixes = HEADERS[name] ?? [];
+   const defs = Object.entries(CONSTANTS).filter(([k]) => prefixes.some((p) => k.startsWith(p + "_")));
+   return defs.length ? `var ${defs.map(([k, v]) => `${k} = ${v}`).join(", ")};` : "";
+}
+
 export function preprocess(source) {
    const lines = source.split("\n");
    const out = [];
@@ -66,8 +80,9 @@ export function preprocess(source) {
       if (continued || t.startsWith("#")) {
          continued = t.endsWith("\\");
          const def = /^#define\s+([A-Za-z_$][\w$]*)\s+(.+)$/.exec(t);
-         // Keep the line count so stack traces point at the real lines.
-         out.push(def && !continued ? `var ${def[1]} = ${def[2]};` : "");
+         const include = /^#include\s+<pjsr\/(\w+)\.jsh>$/.exec(t);
+         // One output line per input line, so stack traces point at the real lines.
+         out.push(def && !continued ? `var ${def[1]} = ${def[2]};` : include ? headerDefines(include[1]) : "");
          continue;
       }
       out.push(line);
@@ -614,7 +629,6 @@ export function createEnv(options = {}) {
    };
 
    const sandbox = {
-      ...CONSTANTS,
       ImageWindow, View, Image, ExternalProcess, File, Settings,
       console: consoleObj, Console: consoleObj, MessageBox, processEvents,
       Control, Label, Edit, PushButton, ToolButton, RadioButton, CheckBox, GroupBox, Frame,
