@@ -745,3 +745,5 @@ def test_a_write_that_fails_softly_is_reported_not_called_done(sp, tiny_model, t
     assert fragment in line and "not changed" in line
     if call == "undo_save_state":
         assert "set_image_pixeldata" not in names(siril)  # no write without its undo state
+    else:  # the undo step is in Siril's history already: the message says so
+        assert "undo step" in line

@@ -626,7 +626,9 @@ def _run(session: _Session, argv, model_loader, restore, ask_settings, config_pa
             if session.gui and siril.undo_save_state(undo_text(settings)) is False:
                 raise _Failure("Siril could not save an undo state, so the image was not changed")
             if siril.set_image_pixeldata(result) is False:
-                raise _Failure("Siril did not accept the restored pixels; the image was not changed")
+                # The undo state above is already in Siril's history: say so, or Undo surprises.
+                step = " (Siril's history holds an undo step for it that changes nothing)" if session.gui else ""
+                raise _Failure(f"Siril did not accept the restored pixels; the image was not changed{step}")
     except s.SirilError as exc:
         specific = tuple(_sirilpy_class(s, n) for n in ("ProcessingThreadBusyError", "ImageDialogOpenError"))
         if claimed or isinstance(exc, specific + (s.SirilConnectionError,)):
