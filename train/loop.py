@@ -34,10 +34,7 @@ def build_model(cfg: TrainConfig) -> AstroSwin2SR:
     if not cfg.init:
         return AstroSwin2SR(AstroSwin2SRConfig.named(cfg.model, **cfg.model_overrides))
     if cfg.init.endswith(".pt"):
-        state = torch.load(cfg.init, map_location="cpu", weights_only=False)
-        model = AstroSwin2SR(AstroSwin2SRConfig.from_dict(state["model_config"]))
-        model.load_state_dict(state["ema"] or state["model"])
-        return model
+        return model_from_checkpoint(cfg.init)
     from astroswin.engine.loading import load_model
 
     return load_model(cfg.init)
@@ -313,12 +310,13 @@ def append_csv(path: Path, row: dict) -> None:
         writer.writerow(row)
 
 
-def export_pretrained(checkpoint: str | Path, out: str | Path, use_ema: bool = True) -> Path:
-    """Write a checkpoint's (EMA) weights as ``save_pretrained`` safetensors + ``config.json``.
+def model_from_checkpoint(checkpoint: str | Path, use_ema: bool = True) -> AstroSwin2SR:
+    """The model of a training checkpoint, with its EMA weights where it has them.
 
     The checkpoint is unpickled with ``weights_only=True`` (tensors and plain data only): it may
-    come from anyone, and a full unpickle runs whatever code the file names. Anything that is not
-    a checkpoint of this package raises ValueError with one line saying so.
+    come from anyone (an export, a config's ``init``), and a full unpickle runs whatever code the
+    file names. Anything that is not a checkpoint of this package raises ValueError with one
+    line saying so.
     """
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -329,6 +327,13 @@ def export_pretrained(checkpoint: str | Path, out: str | Path, use_ema: bool = T
         raise ValueError(f"{checkpoint}: not an AstroSWIN training checkpoint (not a torch file of tensors and plain data)") from None
     model = AstroSwin2SR(config)
     model.load_state_dict(state["ema"] if use_ema and state.get("ema") else state["model"])
+    return model
+
+
+def export_pretrained(checkpoint: str | Path, out: str | Path, use_ema: bool = True) -> Path:
+    """Write a checkpoint's (EMA) weights as ``save_pretrained`` safetensors + ``config.json``
+    (:func:`model_from_checkpoint` reads it)."""
+    model = model_from_checkpoint(checkpoint, use_ema)
     out = Path(out)
     model.save_pretrained(out, safe_serialization=True)
     return out
