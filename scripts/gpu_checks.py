@@ -4,7 +4,10 @@
 
 For each precision: the max and mean absolute difference of the restored image from fp32 (in
 the image's units and relative to its noise), and the PSNR of the difference; then megapixels
-per second of restore_array on a 4096x4096 RGB image for several tile / batch sizes.
+per second of restore_array on a 4096x4096 RGB image for several tile / batch sizes, and the
+same call with an identity network, with and without the emission step: what the pipeline
+around the network costs (on 2026-11-28 a 2048 px image ran at 2 MP/s, from 5 MP/s the day
+before the emission step and the flux anchor came in).
 """
 
 from __future__ import annotations
@@ -29,6 +32,17 @@ def synthetic_image(size: int, seed: int = 0) -> np.ndarray:
     return img
 
 
+class Identity(torch.nn.Module):
+    """The network's place in the pipeline, doing nothing: times everything around it."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
 @click.command()
 @click.option("--model", "model_name", default="small")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
@@ -38,7 +52,7 @@ def main(model_name: str, out: Path, size: int, with_compile: bool) -> None:
     if not torch.cuda.is_available():
         raise click.ClickException("no CUDA device")
     model = load_model(model_name)
-    report: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "precision": {}, "throughput": []}
+    report: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "precision": {}, "throughput": [], "without_network": []}
     check = synthetic_image(1024)
     noise = estimate_stretch(check).noise
     ref = restore_array(check, model, RestoreSettings(device="cuda", precision="fp32", compile="off"))
@@ -74,6 +88,14 @@ def main(model_name: str, out: Path, size: int, with_compile: bool) -> None:
         seconds = time.perf_counter() - start
         report["throughput"].append({"precision": precision, "tile": tile, "batch": batch, "compile": compile_, "mp_per_s": size * size / seconds / 1e6, "seconds": seconds, "max_memory_gb": torch.cuda.max_memory_allocated() / 1e9})
         click.echo(json.dumps(report["throughput"][-1]))
+        out.write_text(json.dumps(report, indent=1))
+    for emission_scale in (RestoreSettings.emission_scale, 0):
+        settings = RestoreSettings(device="cuda", precision="fp32", tile=512, overlap=32, batch_size=16, compile="off", emission_scale=emission_scale)
+        start = time.perf_counter()
+        restore_array(image, Identity(model.config), settings)
+        torch.cuda.synchronize()
+        report["without_network"].append({"emission_scale": emission_scale, "seconds": time.perf_counter() - start})
+        click.echo(json.dumps(report["without_network"][-1]))
         out.write_text(json.dumps(report, indent=1))
     click.echo(json.dumps(report["precision"], indent=1))
 

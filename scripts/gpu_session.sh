@@ -9,6 +9,10 @@
 # TRAIN_SECONDS. Size the device call at TRAIN_SECONDS + 280 s: install, data probe, the last
 # validation and export took ~190 s beyond 330 s of training on 2026-11-27, and the 2048 px
 # checks ~45 s more (that call, 560 s, ran out during the checks; the checkpoints came back).
+# With galaxies in the mix the workers make ~400 examples/s, not ~900 (2026-11-28: two runs, 290
+# s asked, 244 steps of 192 each). Try it here first, on the CPU, before spending device time (a
+# config error there cost a machine start): `OUT=/tmp/dry WORKERS=2 BATCH=4 bash
+# scripts/gpu_session.sh 20 RUN ...` trains a few steps and stops at the GPU checks.
 # A config without `init` resumes runs/gpu-CONFIG/last.pt, else its committed state
 # (train/resume/CONFIG.pt, or train/resume/last.pt when that is the same config's), else starts
 # from its `model`, freshly initialised.
@@ -59,8 +63,8 @@ with mp.Pool(workers) as pool:
     print(f"{n / (time.perf_counter() - t):.0f}")
 PY
 ) || exit 1
-echo "data: $rate examples/s with $workers workers, shared by $# runs"
-names=()
+echo "[${SECONDS}s] data: $rate examples/s with $workers workers, shared by $# runs"
+names=(); pids=()
 for run in "$@"; do
   IFS=+ read -r head overrides <<<"$run"
   config="${head%%=*}"; init=""; [ "$head" != "$config" ] && init="${head#*=}"
@@ -87,14 +91,18 @@ PY
   ) || exit 1
   extra=(); [ -n "$init" ] && extra+=(--set "init=$init"); [ -n "${LR:-}" ] && extra+=(--set "optim.lr=$LR")
   [ -n "$overrides" ] && for o in ${overrides//+/ }; do extra+=(--set "$o"); done
-  echo "$name: training to step $steps in $dir ${extra[*]:-}"
+  echo "[${SECONDS}s] $name: training to step $steps in $dir ${extra[*]:-}"
   ( timeout --foreground -k 30 $((seconds + 90)) python3 -m astroswin.train "train/configs/$config.toml" --out "$dir" --resume \
       --steps "$steps" --set data.batch_size=$batch --set data.workers=$per_run --set "$kinds" \
       --set log.val_every=250 --set log.checkpoint_every=100 --set log.every=50 "${extra[@]}" \
       > "$dir/train.log" 2>&1 || echo "$name: training stopped (timeout or error): keeping the last checkpoint"
     cp "$dir"/last.pt "$dir"/train.csv "$dir"/val.csv "$out/$name/" 2>/dev/null
     python3 -m astroswin export "$dir/last.pt" --out "$dir/model" --overwrite >/dev/null ) &
+  pids+=($!)
 done
-wait
+# Only these: a bare `wait` also waits for the `tee` above, which never ends (the 2026-11-28
+# run hung there until the device call's limit, and its checks never ran).
+wait "${pids[@]}"
+echo "[${SECONDS}s] training, validation and export done"
 for name in "${names[@]}"; do echo "== $name"; tail -n 4 "runs/gpu-$name/train.log"; done
 python3 scripts/gpu_checks.py --model "runs/gpu-${names[0]}/model" --out "$out/gpu_checks.json" --no-compile --size 2048
