@@ -2,8 +2,8 @@
 
 ``restore`` is the batch tool; ``demo`` restores the bundled sample; ``train`` / ``export`` come
 from :mod:`astroswin.train`, ``plugins`` from :mod:`astroswin.plugin`. Every expected failure is
-one line on stderr (``astroswin: error: FILE: problem``) and a non-zero exit; ``--debug`` shows
-tracebacks of unexpected ones.
+one line on stderr (``astroswin: error: FILE: problem``) and a non-zero exit; bad usage too
+(exit 2, :class:`OneLineUsageGroup`); ``--debug`` shows tracebacks of unexpected ones.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 import click
 
@@ -28,6 +31,50 @@ CANONICAL_SUFFIX = {"fits": ".fits", "xisf": ".xisf", "tiff": ".tif"}
 def error(message: str) -> None:
     """One line on stderr, the only way the CLI reports a problem."""
     click.echo(f"astroswin: error: {message}", err=True)
+
+
+def warning(message: str) -> None:
+    """One line on stderr for a problem that does not stop the run."""
+    click.echo(f"astroswin: warning: {message}", err=True)
+
+
+class OneLineUsageError(click.UsageError):
+    """A usage error shown as the CLI's one ``astroswin: error:`` line.
+
+    click's own is four lines (Usage, Try, a blank line, Error); host plugins show the one line
+    that starts ``astroswin: error:`` (PixInsight's script looks for it), and a user reads it first.
+    """
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        message = " ".join(line.strip() for line in self.format_message().splitlines() if line.strip()).rstrip(".")
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"astroswin: error: {message}{hint}", file=file, err=file is None)
+
+
+@contextmanager
+def _one_line_usage() -> Iterator[None]:
+    """Turn a click usage error raised inside into :class:`OneLineUsageError` (same message,
+    context and exit status 2). Bare ``astroswin`` still prints the help: that "error" is one."""
+    try:
+        yield
+    except (OneLineUsageError, click.exceptions.NoArgsIsHelpError):
+        raise
+    except click.UsageError as exc:
+        raise OneLineUsageError(exc.format_message(), exc.ctx) from exc
+
+
+class OneLineUsageGroup(click.Group):
+    """The ``astroswin`` group: usage errors of any subcommand (parsing its options, or raised
+    by its code) are one line. Parsing happens in :meth:`make_context` (the group's own
+    options) and :meth:`invoke` (the subcommand's, and its body); ``--help`` is untouched."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any) -> click.Context:
+        with _one_line_usage():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_usage():
+            return super().invoke(ctx)
 
 
 def _is_candidate(path: Path, suffix: str) -> bool:
@@ -110,13 +157,16 @@ class Progress:
             self.bar = None
 
 
-def restore_file(source: Path, target: Path, model, model_name: str, settings, progress: Progress, overwrite: bool, dtype: str) -> float:
-    """Read, restore and atomically write one file; returns the seconds it took."""
+def restore_file(source: Path, target: Path, model, model_name: str, settings, progress: Progress, overwrite: bool, dtype: str, warned: set[str]) -> float:
+    """Read, restore and atomically write one file; returns the seconds it took.
+
+    ``warned`` holds the run-wide warnings already shown (one line per run, not per file).
+    """
     import numpy as np
 
     from astroswin.engine import count_tiles, restore_array
     from astroswin.engine.device import resolve_device, resolve_precision
-    from astroswin.engine.io import check_output, clip_ceiling, output_format, read_image, write_image
+    from astroswin.engine.io import check_output, clip_ceiling, output_format, read_image, unkept_keywords, write_image
 
     start = time.perf_counter()
     if target.resolve() == source.resolve():
@@ -135,12 +185,73 @@ def restore_file(source: Path, target: Path, model, model_name: str, settings, p
     ceiling = clip_ceiling(fmt, store, image)
     clipped = 0 if ceiling is None else int(np.count_nonzero((restored > ceiling).reshape(-1, *restored.shape[-2:]).any(axis=0)))
     if clipped:
-        click.echo(f"astroswin: warning: {target}: {clipped} restored pixels above {ceiling:g} were clipped to fit {fmt.upper()} {store}; a float32 FITS or TIFF keeps them", err=True)
+        warning(f"{target}: {clipped} restored pixels above {ceiling:g} were clipped to fit {fmt.upper()} {store}; a float32 FITS or TIFF keeps them")
+    lost = unkept_keywords(fmt, image)
+    if lost and "keywords" not in warned:
+        warned.add("keywords")
+        warning(_lost_keywords(fmt, source, lost))
     return time.perf_counter() - start
+
+
+def _lost_keywords(fmt: str, source: Path, names: list[str], shown: int = 8) -> str:
+    """The warning for FITS keywords an output format cannot store: which ones (the first
+    ``shown``), whether a WCS is among them, and the formats that keep them."""
+    from astroswin.engine.io import is_wcs_keyword
+
+    listed = ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+    wcs = " (its WCS among them)" if any(map(is_wcs_keyword, names)) else ""
+    return f"{fmt.upper()} cannot store FITS keywords: {source.name}'s {listed}{wcs} are not kept; write .fits or .xisf to keep them"
 
 
 class _FileError(Exception):
     pass
+
+
+def _make_folder(path: Path) -> None:
+    """Create ``path`` and its parents; :class:`_FileError` naming the path and the problem.
+    The raw ``[Errno 20] Not a directory: 'notes.txt/sub'`` said neither clearly."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        problem = f"{blocker} is a file, not a folder" if blocker is not None else (exc.strerror or str(exc))
+        raise _FileError(f"{path}: cannot create the folder: {problem}") from None
+
+
+def _os_problem(exc: OSError) -> str:
+    """An OSError as ``PATH: problem``, without Python's ``[Errno N]``."""
+    problem = exc.strerror or str(exc)
+    return f"{exc.filename}: {problem}" if exc.filename else problem
+
+
+def _plain_suffix(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Refuse a suffix with a path separator: it is added to file names, and ``/../x`` would
+    put outputs in another folder (``--output-dir`` is for that)."""
+    if any(sep in value for sep in {"/", os.sep, os.altsep} - {None}):
+        raise click.BadParameter(f"{value!r} holds a path separator; it is added to file names (use --output-dir for another folder)", param=param)
+    return value
+
+
+def _check_tiling(tile: int | None, overlap: int | None, device: str) -> None:
+    """An overlap too large for the tile is bad usage (exit 2), like -o with several inputs,
+    not a failed restoration. Without --tile the device's default tile counts."""
+    from astroswin.engine import EngineError
+    from astroswin.engine.device import resolve_device
+    from astroswin.engine.restore import default_tiling
+
+    if overlap is None:
+        return  # tile // 8 always fits
+    if tile is None:
+        try:
+            resolved = resolve_device(device)
+        except EngineError:
+            return  # an unavailable device: settings.check() says so (exit 1)
+        tile = default_tiling(resolved)[0]
+        named = f"the default tile of {tile} px on {resolved.type}"
+    else:
+        named = f"--tile {tile}"
+    if 2 * overlap >= tile:
+        raise click.UsageError(f"--overlap {overlap} is too large for {named}: the overlap must be less than half the tile (at most {(tile - 1) // 2})")
 
 
 def _not_nan(ctx: click.Context, param: click.Parameter, value: float) -> float:
@@ -151,7 +262,7 @@ def _not_nan(ctx: click.Context, param: click.Parameter, value: float) -> float:
     return value
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=OneLineUsageGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="astroswin")
 def cli() -> None:
     """AstroSWIN: deconvolve and denoise linear astronomical images (FITS, XISF, TIFF).
@@ -164,7 +275,7 @@ def cli() -> None:
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Output file (only with a single INPUT). Its extension (.fits/.fit/.fts, .xisf, .tif/.tiff) picks the format.")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder for outputs (default: next to each input).")
-@click.option("--suffix", default="_astroswin", show_default=True, help="Added to each input's name to form its output's name.")
+@click.option("--suffix", default="_astroswin", show_default=True, callback=_plain_suffix, help="Added to each input's name to form its output's name.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never modified).")
 @click.option("--model", "model_name", default="small", show_default=True, help="Bundled model name, a save_pretrained folder, or a Hugging Face hub id.")
 @click.option("--strength", type=click.FloatRange(0.0, 1.0), callback=_not_nan, default=1.0, show_default=True, help="Blend of restored and input image, in linear space (0 = input, 1 = fully restored).")
@@ -175,7 +286,7 @@ def cli() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="Where to run; auto picks CUDA, then Apple MPS, then CPU.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True, help="auto = fp32: on an H200 fp16 and bf16 were no faster for the shipped model. Of the two, fp16 stays 8x closer to fp32.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "uint16", "uint8"]), default="auto", show_default=True, help="Output sample type. auto: float32 for FITS, the input's type for XISF and TIFF. An integer type from a [0, 1] float input is scaled to its full range.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "uint16", "uint8"]), default="auto", show_default=True, help="Output sample type. auto: float32 for FITS, the input's type for XISF and TIFF (float64 becomes float32, and in XISF signed integers too; float16 TIFF stays float16, restored values above its 65504 clipped with a warning). An integer type from a [0, 1] float input is scaled to its full range.")
 @click.option("--progress", "progress_mode", type=click.Choice(["bar", "json", "none"]), default="bar", show_default=True, help="bar: a progress bar on terminals; json: one JSON object per line on stdout (for host plugins); none.")
 @click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
 def restore(inputs, output, output_dir, suffix, overwrite, model_name, strength, emission_scale, tile, overlap, batch_size, device, precision, threads, dtype, progress_mode, debug) -> None:
@@ -183,8 +294,9 @@ def restore(inputs, output, output_dir, suffix, overwrite, model_name, strength,
 
     INPUT may be files, folders (their FITS/XISF/TIFF files) or glob patterns. Each output is
     written next to its input as NAME_astroswin.EXT unless -o/--output-dir say otherwise, in the
-    input's format, with its header/keywords (WCS included) and a HISTORY line. Outputs are
-    written atomically; existing files are never replaced without --overwrite.
+    input's format, with its header/keywords (WCS included) and a HISTORY line (a TIFF -o
+    cannot hold keywords: a warning names those lost). Outputs are written atomically;
+    existing files are never replaced without --overwrite.
 
     \b
     Examples:
@@ -207,6 +319,7 @@ def restore(inputs, output, output_dir, suffix, overwrite, model_name, strength,
 
     if output is not None and format_for_suffix(Path(output)) is None:
         raise click.UsageError(f"-o/--output {output}: the name must end in .fits, .fit, .fts, .xisf, .tif or .tiff (it picks the format)")
+    _check_tiling(tile, overlap, device)
     if output_dir is not None and not output_dir.is_dir():
         error(f"{output_dir}: output folder does not exist")
         sys.exit(EXIT_FAILED)
@@ -229,6 +342,7 @@ def restore(inputs, output, output_dir, suffix, overwrite, model_name, strength,
         sys.exit(EXIT_INTERRUPTED)
     ok = 0
     written: dict[Path, Path] = {}  # output -> the input it came from, this run
+    warned: set[str] = set()  # run-wide warnings already shown
     for source in files:
         message = None
         try:
@@ -237,7 +351,7 @@ def restore(inputs, output, output_dir, suffix, overwrite, model_name, strength,
             target = output_path(source, sniff_format(source), output, output_dir, suffix)
             if target.resolve() in written:  # two inputs, one output name: never replace this run's own output
                 raise _FileError(f"its output {target} was written from {written[target.resolve()]} in this run; give the inputs distinct names or output folders")
-            seconds = restore_file(source, target, model, model_name, settings, progress, overwrite, dtype)
+            seconds = restore_file(source, target, model, model_name, settings, progress, overwrite, dtype, warned)
             written[target.resolve()] = source
         except (EngineError, _FileError) as exc:
             message = str(exc)
@@ -289,7 +403,7 @@ def demo(out_dir: Path, model_name: str, device: str) -> None:
 
     sample = Path(str(files("astroswin.engine") / "data" / "sample.fits"))
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        _make_folder(out_dir)
         image = read_image(sample)
         start = time.perf_counter()
         restored = restore_array(image.data, load_model(model_name), RestoreSettings(device=device))
@@ -298,8 +412,11 @@ def demo(out_dir: Path, model_name: str, device: str) -> None:
         for name, data in (("input", np.asarray(image.data, dtype=np.float32)), ("restored", restored)):
             paths[name] = write_image(out_dir / f"sample_{name}.fits", data, image, history=[f"AstroSWIN {__version__} demo: {name}"], overwrite=True)
         png = side_by_side([image.data, restored], out_dir / "sample_before_after.png", reference=image.data)
-    except (EngineError, OSError) as exc:
+    except (EngineError, _FileError) as exc:
         error(str(exc))
+        sys.exit(EXIT_FAILED)
+    except OSError as exc:
+        error(_os_problem(exc))
         sys.exit(EXIT_FAILED)
     before, n_before = median_fwhm(np.asarray(image.data, dtype=np.float64))
     after, n_after = median_fwhm(restored)

@@ -11,6 +11,7 @@ the target only once complete, so a failure or Ctrl-C never leaves a partial out
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ FORMATS = {"fits": (".fits", ".fit", ".fts"), "xisf": (".xisf",), "tiff": (".tif
 #: FITS keywords that describe the data layout: rebuilt by astropy, never copied.
 _STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND", "BZERO", "BSCALE", "XTENSION", "PCOUNT", "GCOUNT", "CHECKSUM", "DATASUM", "BLANK"}
 _COMPRESSION = ("ZIMAGE", "ZBITPIX", "ZNAXIS", "ZTILE", "ZCMPTYPE", "ZNAME", "ZVAL", "ZQUANTIZ", "ZDITHER", "ZSIMPLE", "ZEXTEND", "ZBLANK", "ZTENSION", "ZPCOUNT", "ZGCOUNT", "ZHECKSUM", "ZDATASUM")
+#: Keywords of a FITS world coordinate system (WCS, SIP distortion included).
+_WCS = re.compile(r"(WCSAXES|CTYPE|CRVAL|CRPIX|CDELT|CUNIT|CROTA|CD\d+_\d|PC\d+_\d|PV\d+_\d|A_|B_|AP_|BP_|RADESYS|EQUINOX|LONPOLE|LATPOLE)")
 
 
 @dataclass
@@ -63,6 +66,12 @@ class Image:
         it was within [0, 1] decides how outputs are scaled. Computed once: it reads the
         whole image, and the writers and the CLI's clip check all ask."""
         return _largest(self.data, 0.0)
+
+    @cached_property
+    def low(self) -> float:
+        """The input's smallest finite value (0 without a finite pixel): whether an output
+        type's floor (:func:`clip_floor`) cuts the input's own values."""
+        return -_largest(-self.data if self.data.dtype.kind == "f" else self.data.astype(np.float64) * -1, 0.0)
 
 
 def _largest(data: np.ndarray, default: float) -> float:
@@ -203,17 +212,29 @@ def read_xisf(path: Path) -> Image:
         meta = xf.get_images_metadata()
         if not meta:
             raise EngineError("the XISF file holds no image")
-        hwc = xf.read_image(0, data_format="channels_last")
+        planar = np.asarray(xf.read_image(0, data_format="channels_first"))
     except EngineError:
         raise
     except Exception as exc:
         raise EngineError(f"not a readable XISF file ({_first_line(exc)})") from None
-    data = check_image_shape(np.moveaxis(np.asarray(hwc), -1, 0))
+    data = check_image_shape(_as_stored(planar, meta[0]))
     keep = {k: meta[0][k] for k in ("FITSKeywords", "XISFProperties") if k in meta[0]}
     raw = _raw_fits_keywords(path)
     if raw is not None:
         keep["FITSKeywords"] = raw
     return Image(data=data, format="xisf", dtype=np.dtype(meta[0]["dtype"]), xisf_metadata=keep)
+
+
+def _as_stored(planar: np.ndarray, meta: dict) -> np.ndarray:
+    """``(C, H, W)`` pixels of an XISF image as its ``pixelStorage`` and ``byteOrder`` say.
+    The xisf package reads every block as planar little-endian samples: an interleaved
+    (``Normal``) RGB image came in scrambled, a big-endian one as numbers like 2e35."""
+    if meta.get("byteOrder", "little") == "big":
+        planar = planar.view(planar.dtype.newbyteorder(">")).astype(planar.dtype.newbyteorder("="))
+    if meta.get("pixelStorage", "Planar") == "Normal":  # the same samples, (H, W, C)
+        c, h, w = planar.shape
+        planar = np.moveaxis(planar.reshape(h, w, c), -1, 0)
+    return planar
 
 
 def _raw_fits_keywords(path: Path) -> dict | None:
@@ -284,13 +305,17 @@ def _first_line(exc: BaseException) -> str:
 
 # -- writing ---------------------------------------------------------------------------------------
 def to_storage(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Convert float32 results to the stored sample type: integers rounded and clipped."""
+    """Convert float32 results to the stored sample type: integers rounded and clipped; float16
+    clipped to its +-65504 (NaN kept), as a restored star beyond it would be stored as inf."""
     dtype = np.dtype(dtype)
     if dtype.kind in "ui":
         info = np.iinfo(dtype)
         out = np.empty(data.shape, dtype=dtype)
         np.clip(np.rint(np.nan_to_num(data, nan=0.0)), info.min, info.max, out=out, casting="unsafe")
         return out
+    if dtype == np.float16:
+        largest = float(np.finfo(np.float16).max)
+        return np.clip(data, -largest, largest).astype(dtype)
     return data.astype(dtype, copy=False)
 
 
@@ -308,13 +333,19 @@ def fits_header(source, history: list[str]):
     return header
 
 
+def _is_layout(key: str) -> bool:
+    """Whether a FITS keyword describes the data's layout or compression (rebuilt, never
+    copied), or is no keyword at all (blank cards, END)."""
+    return key in _STRUCTURAL or key.startswith(_COMPRESSION) or key.startswith("NAXIS") or key in ("", "END")
+
+
 def _copy_cards(source, header) -> None:
     """Append ``source``'s cards to ``header``, layout and compression keywords left out."""
     from astropy.io import fits
 
     for card in source.cards:
         key = card.keyword
-        if key in _STRUCTURAL or key.startswith(_COMPRESSION) or key.startswith("NAXIS") or key in ("", "END"):
+        if _is_layout(key):
             continue
         try:
             header.append(card.copy() if hasattr(card, "copy") else (card.keyword, card.value, card.comment), end=True)
@@ -325,9 +356,11 @@ def _copy_cards(source, header) -> None:
 def write_fits(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype, history: list[str]) -> None:
     from astropy.io import fits
 
-    header = fits_header(image.header if image is not None and image.format == "fits" else None, history)
+    header = fits_header(image.header if image is not None and image.format == "fits" else None, [])
     if image is not None and image.format == "xisf":
         _fitskeywords_into_header(header, image.xisf_metadata)
+    for line in history:  # after the input's own HISTORY: chronological, as from a FITS input
+        header.add_history(line)
     hdu = fits.PrimaryHDU(data=to_storage(data, dtype), header=header)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -450,10 +483,14 @@ WRITERS = {"fits": write_fits, "xisf": write_xisf, "tiff": write_tiff}
 
 def default_dtype(fmt: str, image: Image | None) -> np.dtype:
     """FITS: float32; XISF and TIFF: the input's sample type (float64 becomes float32; signed
-    integers become float32 in XISF, which stores only unsigned ones)."""
+    integers become float32 in XISF, which stores only unsigned ones). A float16 TIFF stays
+    float16: whoever made it reads it, and twice its size was not asked for; what float16
+    cannot hold is clipped and reported (:func:`clip_ceiling`)."""
     if fmt == "fits" or image is None:
         return np.dtype(np.float32)
     dtype = np.dtype(image.dtype)
+    if fmt == "tiff" and dtype == np.float16:
+        return dtype
     return np.dtype(np.float32) if dtype.kind == "f" or (fmt == "xisf" and dtype.kind == "i") else dtype
 
 
@@ -476,14 +513,52 @@ def output_format(path: Path, source: Image | None, fmt: str | None = None, dtyp
 
 def clip_ceiling(fmt: str, dtype: np.dtype, source: Image | None) -> float | None:
     """The largest value such an output holds, or None where nothing is clipped: an integer
-    type's maximum, or 1.0 for XISF floats from an input within [0, 1] (:func:`write_xisf`).
-    A restoration concentrates stars' light, so their peaks can pass what the input held."""
+    type's maximum, 1.0 for XISF floats from an input within [0, 1] (:func:`write_xisf`), or
+    float16's 65504 in TIFF. A restoration concentrates stars' light, so their peaks can pass
+    what the input held."""
     dtype = np.dtype(dtype)
     if dtype.kind in "ui":
         return float(np.iinfo(dtype).max) / integer_scale(dtype, source)
     if fmt == "xisf" and not (source is not None and source.peak > 1.0):
         return 1.0
+    if fmt == "tiff" and dtype == np.float16:
+        return float(np.finfo(np.float16).max)
     return None
+
+
+def clip_floor(fmt: str, dtype: np.dtype, source: Image | None) -> float | None:
+    """The smallest value such an output holds, or None where nothing is clipped: an integer
+    type's minimum (0 unsigned), 0 for XISF floats (stored within [0, 1], :func:`write_xisf`),
+    or float16's -65504 in TIFF."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        return float(np.iinfo(dtype).min) / integer_scale(dtype, source)
+    if fmt == "xisf":
+        return 0.0
+    if fmt == "tiff" and dtype == np.float16:
+        return -float(np.finfo(np.float16).max)
+    return None
+
+
+def unkept_keywords(fmt: str, source: Image) -> list[str]:
+    """The names of ``source``'s FITS keywords an output in ``fmt`` does not keep, in order.
+
+    FITS and XISF keep them all; TIFF has no place for them (its description holds only
+    AstroSWIN's HISTORY), so a plate-solved FITS written as TIFF loses its WCS: the CLI says so
+    rather than dropping them without a word.
+    """
+    if fmt != "tiff":
+        return []
+    if source.header is not None:
+        names = [card.keyword for card in source.header.cards]
+    else:
+        names = list(source.xisf_metadata.get("FITSKeywords", {}))
+    return list(dict.fromkeys(name for name in names if not _is_layout(name)))
+
+
+def is_wcs_keyword(name: str) -> bool:
+    """Whether ``name`` is part of a FITS world coordinate system (the plate solution)."""
+    return _WCS.match(name) is not None
 
 
 def _check_target(path: Path, folder: Path, overwrite: bool) -> None:

@@ -57,6 +57,10 @@ LARGE_GPU_BYTES = 12 * 1024**3
 #: temporaries peak at 7.5x (RGB, one channel at a time) to 17x (mono) the band's size:
 #: 126-284 MB on a 9 MP frame, the same on 1, 2 or 4 threads (tracemalloc).
 ANCHOR_BAND_VALUES = 1 << 22
+#: Largest pixel magnitude restored. The engine computes in float32 (largest 3.4e38): a sky of
+#: 1e38 overflowed in its sums and came out as inf and NaN, 1e300 (float64) in the cast; 1e36
+#: leaves a margin of 300 (a sky of 1e37 was restored like one of 1000).
+MAX_MAGNITUDE = 1e36
 #: On the CPU, run one tile per forward pass whatever the batch size (see RestoreSettings).
 _CPU_ONE_TILE_PER_PASS = True
 
@@ -114,7 +118,9 @@ class RestoreSettings:
             raise EngineError(f"threads must be >= 1, got {self.threads}")
         if not 0.0 <= self.strength <= 1.0:
             raise EngineError(f"strength must be within 0..1, got {self.strength}")
-        self.tiling(resolve_device(self.device))
+        device = resolve_device(self.device)
+        self.tiling(device)
+        resolve_precision(self.precision, device)  # fp16 on the CPU: refused once, before any file is read
         if self.batch_size < 1:
             raise EngineError(f"batch size must be >= 1, got {self.batch_size}")
         if self.emission_scale != 0 and self.emission_scale < 3:
@@ -478,6 +484,10 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
     lows, peaks = finite_extremes(image)
     if not np.isfinite(lows).any():
         raise EngineError("the image has no finite pixel (all NaN or inf)")
+    extremes = np.abs(np.concatenate([lows, peaks]))
+    largest = float(extremes[np.isfinite(extremes)].max())
+    if largest > MAX_MAGNITUDE:
+        raise EngineError(f"pixel values reach {largest:.3g}; the engine computes in float32 and restores magnitudes up to {MAX_MAGNITUDE:.0e}: scale the image down first")
     if np.all((lows == peaks) | ~np.isfinite(lows)):  # constant: nothing to restore (the stretch has no noise to key on)
         out = np.array(image, dtype=np.float32)
         return out[0] if data.ndim == 2 else out

@@ -244,3 +244,118 @@ def test_clipped_highlights_are_reported(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("astroswin: warning:") and "clipped" in lines[0]
     assert int(lines[0].split(": ")[3].split()[0]) == np.count_nonzero(out == 65535)
+
+
+def one_line(result, prefix: str = "astroswin: error:") -> str:
+    """The single non-empty stderr line, checked to start with ``prefix`` (no traceback)."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(prefix) and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_overlap_too_large_for_the_tile_is_a_usage_error(tmp_path, tiny_model_dir):
+    """Two options that cannot work together are bad usage (exit 2), as -o with several
+    inputs is, not a failed restoration (exit 1); the default tile counts when --tile is not given."""
+    src = tmp_path / "a.fits"
+    fits.PrimaryHDU(np.ones((20, 20), np.float32)).writeto(src)
+    result = run("restore", src, "--tile", "16", "--overlap", "16", "--model", tiny_model_dir, "--progress", "none")
+    assert result.returncode == 2
+    line = one_line(result)
+    assert "--overlap 16" in line and "--tile 16" in line and "at most 7" in line
+    result = run("restore", src, "--overlap", "64", "--device", "cpu", "--model", tiny_model_dir, "--progress", "none")
+    assert result.returncode == 2 and "default tile of 128" in one_line(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.fits"]
+
+
+def test_fp16_on_the_cpu_is_reported_once_per_run(tmp_path, tiny_model_dir):
+    """A setting no file can change is refused once, before any file is read, not once per file."""
+    for name in ("a", "b", "c"):
+        fits.PrimaryHDU(np.ones((20, 20), np.float32)).writeto(tmp_path / f"{name}.fits")
+    result = run("restore", tmp_path, "--device", "cpu", "--precision", "fp16", "--model", tiny_model_dir, "--progress", "none")
+    assert result.returncode == 1
+    assert "fp16" in one_line(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.fits", "b.fits", "c.fits"]
+
+
+def test_float16_tiff_keeps_its_type_and_clips_what_float16_cannot_hold(tmp_path):
+    """--help says XISF and TIFF outputs keep the input's type: a float16 TIFF came out float32.
+    A restored star brighter than float16's 65504 would be stored as inf: it is clipped, with
+    the same one warning line as integer outputs (bundled model, a star peaking at 40000)."""
+    yy, xx = np.mgrid[:48, :48]
+    data = (1000 + 40000 * np.exp(-((yy - 24) ** 2 + (xx - 24) ** 2) / (2 * 2.5**2))).astype(np.float16)
+    tifffile.imwrite(tmp_path / "star.tif", data)
+    before = sha256(tmp_path / "star.tif")
+    result = run("restore", tmp_path / "star.tif", "--progress", "none")
+    assert result.returncode == 0, result.stderr
+    out = tifffile.imread(tmp_path / "star_astroswin.tif")
+    assert out.dtype == np.float16 and np.isfinite(out).all() and out.max() == np.finfo(np.float16).max
+    line = one_line(result, "astroswin: warning:")
+    assert "clipped" in line and "float16" in line and "65504" in line
+    assert sha256(tmp_path / "star.tif") == before
+
+
+def test_xisf_history_comes_before_ours_in_fits(tmp_path, tiny_model_dir):
+    """HISTORY is chronological: the XISF input's own lines, then AstroSWIN's."""
+    keywords = {"OBJECT": [{"value": "'M42'", "comment": ""}], "HISTORY": [{"value": "", "comment": "calibrated"}, {"value": "", "comment": "stacked"}]}
+    XISF.write(str(tmp_path / "in.xisf"), np.full((20, 24, 1), 0.1, np.float32), image_metadata={"FITSKeywords": keywords})
+    result = run("restore", tmp_path / "in.xisf", "-o", tmp_path / "out.fits", "--model", tiny_model_dir, "--progress", "none")
+    assert result.returncode == 0, result.stderr
+    header = fits.getheader(tmp_path / "out.fits")
+    history = list(header["HISTORY"])
+    assert history[:2] == ["calibrated", "stacked"] and history[2].startswith("AstroSWIN")  # ours may wrap over cards
+    assert not {"calibrated", "stacked"} & set(history[2:]) and header["OBJECT"] == "M42"
+
+
+@pytest.mark.parametrize("source", ["fits", "xisf"])
+def test_keywords_a_tiff_output_cannot_keep_are_named(tmp_path, tiny_model_dir, source):
+    """-o x.tif dropped the input's FITS keywords (its WCS too) without a word: one warning
+    line names them, and the run succeeds."""
+    wcs = dict(CTYPE1="RA---TAN", CTYPE2="DEC--TAN", CRVAL1=10.68, CRVAL2=41.27, CRPIX1=10.0, CRPIX2=10.0)
+    data = np.full((20, 20), 0.1, np.float32)
+    if source == "fits":
+        header = fits.Header()
+        header["OBJECT"] = "M31"
+        header.update(wcs)
+        fits.PrimaryHDU(data, header).writeto(tmp_path / "in.fits")
+    else:
+        keywords = {"OBJECT": [{"value": "'M31'", "comment": ""}], **{k: [{"value": f"'{v}'" if isinstance(v, str) else str(v), "comment": ""}] for k, v in wcs.items()}}
+        XISF.write(str(tmp_path / "in.xisf"), data[..., None], image_metadata={"FITSKeywords": keywords})
+    result = run("restore", tmp_path / f"in.{source}", "-o", tmp_path / "out.tif", "--model", tiny_model_dir, "--progress", "none")
+    assert result.returncode == 0, result.stderr
+    line = one_line(result, "astroswin: warning:")
+    assert "TIFF" in line and "OBJECT" in line and "CTYPE1" in line and "WCS" in line
+    assert tifffile.imread(tmp_path / "out.tif").shape == (20, 20)
+
+
+def test_suffix_with_a_path_separator_is_a_usage_error(tmp_path, tiny_model_dir):
+    """--suffix /../x put the output in another folder (or failed as a missing one)."""
+    (tmp_path / "in").mkdir()
+    fits.PrimaryHDU(np.ones((20, 20), np.float32)).writeto(tmp_path / "in" / "a.fits")
+    result = run("restore", tmp_path / "in" / "a.fits", "--suffix", "/../x", "--model", tiny_model_dir, "--progress", "none")
+    assert result.returncode == 2 and "--suffix" in one_line(result)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["in", "in/a.fits"]
+
+
+def test_demo_out_below_a_file_is_one_clear_line(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a folder")
+    result = run("demo", "--out", tmp_path / "notes.txt" / "sub")
+    assert result.returncode == 1
+    line = one_line(result)
+    assert str(tmp_path / "notes.txt" / "sub") in line and "is a file, not a folder" in line and "Errno" not in line
+    assert (tmp_path / "notes.txt").read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("args,needle", [(["restore", "--bogus", "a.fits"], "--bogus"), (["restore"], "INPUT"), (["restore", "a.fits", "--device", "tpu"], "--device"), (["nocommand"], "nocommand"), (["demo", "extra"], "extra")])
+def test_usage_errors_are_one_line(tmp_path, args, needle):
+    """click's four lines (Usage, Try, blank, Error) are one: the line a host plugin shows."""
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    line = one_line(result)
+    assert needle in line and "--help" in line and result.stdout == ""
+
+
+def test_help_and_no_arguments_are_unchanged():
+    result = run("restore", "--help")
+    assert result.returncode == 0 and result.stdout.startswith("Usage: astroswin restore [OPTIONS] INPUT...") and result.stderr == ""
+    bare = run()
+    assert bare.returncode == 2 and "Commands:" in bare.stdout + bare.stderr

@@ -314,3 +314,53 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(EngineError, match="No space left"):
         write_image(tmp_path / "out.fits", np.zeros((5, 5), np.float32), image)
     assert sorted(os.listdir(tmp_path)) == ["in.fits"]
+
+
+def test_float16_tiff_stays_float16_and_never_stores_inf(tmp_path):
+    """A float16 TIFF is written back as float16 (the type --help promises); a value beyond
+    float16's 65504 is clipped to it (the CLI reports how many), never stored as inf; NaN stays."""
+    from astroswin.engine.io import clip_ceiling, output_format
+
+    tifffile.imwrite(tmp_path / "in.tif", np.full((6, 8), 1000, np.float16))
+    image = read_image(tmp_path / "in.tif")
+    fmt, dtype = output_format(tmp_path / "out.tif", image)
+    assert (fmt, dtype) == ("tiff", np.float16) and clip_ceiling(fmt, dtype, image) == 65504.0
+    data = np.full((6, 8), 1000, np.float32)
+    data[0, 0], data[0, 1], data[0, 2] = 70000.0, np.nan, 1234.0
+    write_image(tmp_path / "out.tif", data, image)
+    back = tifffile.imread(tmp_path / "out.tif")
+    assert back.dtype == np.float16 and back[0, 0] == 65504 and np.isnan(back[0, 1]) and back[0, 2] == 1234
+    assert output_format(tmp_path / "out.fits", image)[1] == np.float32  # FITS has no float16
+
+
+def _raw_xisf(path: Path, planes: np.ndarray, **attributes: str) -> None:
+    """A one-image XISF file written by hand, with Image attributes the xisf package does not
+    write: ``pixelStorage="Normal"`` (pixels interleaved) and ``byteOrder="big"``."""
+    c, h, w = planes.shape
+    big = attributes.get("byteOrder") == "big"
+    interleaved = attributes.get("pixelStorage") == "Normal"
+    samples = np.moveaxis(planes, 0, -1) if interleaved else planes
+    block = np.ascontiguousarray(samples, dtype=planes.dtype.newbyteorder(">" if big else "<")).tobytes()
+    extra = "".join(f' {k}="{v}"' for k, v in attributes.items())
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?><xisf version="1.0" xmlns="http://www.pixinsight.com/xisf">'
+        f'<Image geometry="{w}:{h}:{c}" sampleFormat="Float32" bounds="0:1" colorSpace="{"RGB" if c == 3 else "Gray"}"{extra} location="attachment:4096:{len(block)}"/>'
+        '<Metadata><Property id="XISF:CreationTime" type="String">2024-01-01T00:00:00Z</Property>'
+        '<Property id="XISF:CreatorApplication" type="String">test</Property></Metadata></xisf>'
+    ).encode()
+    head = b"XISF0100" + len(xml).to_bytes(4, "little") + bytes(4) + xml
+    path.write_bytes(head.ljust(4096, b"\0") + block)
+
+
+@pytest.mark.parametrize("attributes", [{"pixelStorage": "Normal"}, {"byteOrder": "big"}, {"pixelStorage": "Normal", "byteOrder": "big"}], ids=["normal", "big-endian", "both"])
+def test_xisf_interleaved_and_big_endian_pixels_are_read_as_stored(tmp_path, attributes):
+    """XISF allows interleaved pixels (``pixelStorage="Normal"``) and big-endian samples; the
+    xisf package reads every block as planar and little-endian, so such an RGB image came in
+    scrambled (three channels of the same mixed values) or as numbers like 2e35, and was
+    restored without a word."""
+    rgb = np.stack([np.full((5, 7), level, np.float32) for level in (0.1, 0.3, 0.5)])
+    rgb[1, 2, 3] = 0.9
+    _raw_xisf(tmp_path / "odd.xisf", rgb, **attributes)
+    image = read_image(tmp_path / "odd.xisf")
+    assert image.data.dtype == np.float32 and image.data.dtype.isnative and image.dtype == np.float32
+    np.testing.assert_array_equal(image.data, rgb)

@@ -309,6 +309,21 @@ def test_default_config_path_follows_the_platform_dirs(monkeypatch, tmp_path):
     assert plugin.default_config_path() == tmp_path / "x.json"
 
 
+def test_double_mono_reads_back_2d_however_it_was_written(sp):
+    """sirilpy reshapes a 1-channel image to (H, W): a (1, H, W) write or setting reads back 2-D."""
+    siril = connect(sp, np.zeros((4, 5), np.float32))
+    with siril.image_lock():
+        siril.set_image_pixeldata(np.ones((1, 4, 5), np.float32))
+    assert siril.writes[0]["data"].shape == (1, 4, 5)  # what the script sent
+    assert siril.get_image_pixeldata().shape == (4, 5)  # what Siril gives back
+    assert siril.get_image().data.shape == (4, 5) and siril.get_image().channels == 1
+    assert siril.get_image_shape() == (1, 4, 5)
+    assert siril.get_image_pixeldata(shape=[1, 1, 3, 2]).shape == (2, 3)
+    assert connect(sp, np.zeros((1, 4, 5), np.uint16)).get_image_pixeldata().shape == (4, 5)
+    rgb = connect(sp, np.zeros((3, 4, 5), np.float32))
+    assert rgb.get_image_pixeldata().shape == (3, 4, 5) and rgb.get_image_shape() == (3, 4, 5)
+
+
 # --------------------------------------------------------------------------- restoring through the plugin
 @pytest.mark.parametrize("make", [mono_f32, mono_u16, rgb_f32], ids=["mono-float32", "mono-uint16", "rgb-float32"])
 def test_headless_restores_in_place(sp, tiny_model, tmp_path, make):
@@ -333,6 +348,45 @@ def test_headless_restores_in_place(sp, tiny_model, tmp_path, make):
     # the tiny model is the identity: same picture, in the same units
     scale = 65535.0 if image.dtype == np.uint16 else 1.0
     assert np.abs(written.astype(np.float64) - image).max() <= 1e-3 * scale
+
+
+@pytest.mark.parametrize("layout", ["2d", "1hw"])
+def test_mono_image_written_by_an_earlier_script_is_read_as_siril_gives_it(sp, tiny_model, tmp_path, layout):
+    """Another script wrote the mono image as (H, W) or (1, H, W): Siril gives it back (H, W)."""
+    image = mono_f32()
+    earlier = connect(sp, np.zeros_like(image), cli=True)
+    with earlier.image_lock():
+        earlier.set_image_pixeldata(image if layout == "2d" else image[None])
+    siril = connect(sp, earlier.image, cli=True)  # the next script finds what Siril holds now
+    seen = {}
+
+    def restore(data, model, settings, progress=None):
+        seen["shape"] = data.shape
+        return data
+
+    rc, _ = run_plugin(siril, [], model=tiny_model, tmp_path=tmp_path, restore=restore)
+    assert rc == 0 and seen["shape"] == image.shape
+    written = assert_one_good_write(siril, image)
+    assert np.array_equal(written, image) and siril.image.shape == image.shape
+
+
+def test_a_1hw_mono_read_is_written_back_in_the_same_layout(sp, tiny_model, tmp_path, monkeypatch):
+    """Should a sirilpy ever hand mono over as (1, H, W), the plugin restores and writes that layout."""
+    image = mono_u16()
+    siril = connect(sp, image, cli=True)
+    real_get = siril.get_image_pixeldata
+    monkeypatch.setattr(siril, "get_image_pixeldata", lambda *a, **k: real_get(*a, **k)[None])
+    seen = {}
+
+    def restore(data, model, settings, progress=None):
+        seen["shape"] = data.shape
+        return data
+
+    rc, _ = run_plugin(siril, [], model=tiny_model, tmp_path=tmp_path, restore=restore)
+    assert rc == 0 and red_lines(siril) == [] and seen["shape"] == (1,) + image.shape
+    (write,) = siril.writes
+    assert write["data"].shape == (1,) + image.shape and write["data"].dtype == np.uint16
+    assert siril.image.shape == image.shape and np.array_equal(siril.image, image)
 
 
 def test_gui_run_saves_undo_inside_the_lock_and_remembers(sp, tiny_model, tmp_path):

@@ -8,16 +8,20 @@
 // work is done by the "astroswin" command line engine (Python); this script:
 //
 //   1. copies the active view into a hidden 32-bit float window, saves that
-//      copy as XISF to a unique temporary file and closes it (the user's own
-//      image is never converted, saved or otherwise touched to hand it over);
+//      copy as XISF into a temporary folder of its own for this run and
+//      closes it (the user's own image is never converted, saved or otherwise
+//      touched to hand it over);
 //   2. runs "astroswin restore IN -o OUT --progress json ..." through
 //      ExternalProcess with an argument array (paths with spaces are safe),
 //      shows progress in the Console and lets the user abort;
 //   3. reads the result back and either replaces the target (one undoable
 //      step) or opens it in a new window carrying the FITS keywords and the
 //      astrometric solution of the original;
-//   4. removes its temporary files on every path (success, failure, abort,
-//      exception).
+//   4. removes that folder whole (every file in it, then the folder) on every
+//      path (success, failure, abort, exception): also what a killed engine
+//      could not clean up itself, such as the temporary file it writes next to
+//      its output (Windows has no SIGTERM for a console program, so an abort
+//      there ends in kill()).
 //
 // Written for PixInsight's JavaScript engine: ECMAScript 5 style only.
 // ----------------------------------------------------------------------------
@@ -51,7 +55,7 @@ var ASTROSWIN_OUTPUT_REPLACE = "replace";
 var ASTROSWIN_OUTPUT_NEW_WINDOW = "newWindow";
 var ASTROSWIN_POLL_MS = 250;
 
-// Counter part of the temporary file names (see astroswinTempPaths).
+// Counter part of the temporary folder names (see astroswinTempPaths).
 var astroswinRunCounter = 0;
 
 // ----------------------------------------------------------------------------
@@ -129,17 +133,43 @@ function astroswinNormalizeParams(params)
 // Engine invocation helpers
 // ----------------------------------------------------------------------------
 
-// Unique temporary paths for one run: time in ms + random number + counter,
-// so two runs (even in the same millisecond) never collide.
+// Unique temporary paths for one run: a folder of its own in the system
+// temporary folder, named from the time in ms + a random number + a counter
+// (two runs, even in the same millisecond, never collide), holding the
+// engine's input and output. Names only: see astroswinCreateRunFolder.
 function astroswinTempPaths()
 {
    astroswinRunCounter += 1;
    var dir = File.systemTempDirectory;
    while (dir.length > 1 && (dir.charAt(dir.length - 1) === "/" || dir.charAt(dir.length - 1) === "\\"))
       dir = dir.substring(0, dir.length - 1);
-   var stem = dir + "/AstroSWIN_" + Date.now() + "_" +
-              Math.floor(Math.random() * 1.0e9) + "_" + astroswinRunCounter;
-   return { input: stem + "_in.xisf", output: stem + "_out.xisf" };
+   var folder = dir + "/AstroSWIN_" + Date.now() + "_" +
+                Math.floor(Math.random() * 1.0e9) + "_" + astroswinRunCounter;
+   return { folder: folder, input: folder + "/AstroSWIN_in.xisf", output: folder + "/AstroSWIN_out.xisf" };
+}
+
+// Creates this run's temporary folder and returns its paths (see astroswinTempPaths).
+// A name already in use (another PixInsight instance) is skipped for the next one.
+function astroswinCreateRunFolder()
+{
+   var lastError = "";
+   for (var attempt = 0; attempt < 5; ++attempt)
+   {
+      var paths = astroswinTempPaths();
+      if (File.directoryExists(paths.folder) || File.exists(paths.folder))
+         continue;
+      try
+      {
+         File.createDirectory(paths.folder, true);
+         return paths;
+      }
+      catch (x)
+      {
+         lastError = x && x.message ? String(x.message) : String(x);
+      }
+   }
+   throw new AstroSWINFailure("Could not create a temporary folder in " + File.systemTempDirectory +
+                              (lastError.length > 0 ? " (" + lastError + ")" : "") + ".");
 }
 
 // The engine's argument list. Each element is passed to the program as one
@@ -311,16 +341,76 @@ function astroswinStopProcess(proc)
    proc.waitForFinished(5000);
 }
 
-function astroswinRemoveFile(path)
+// Removes a run's temporary folder whole: every file in it (the engine's input
+// and output, and anything else found there, such as the temporary file a killed
+// engine leaves next to its output), any subfolder the same way, then the folder.
+// Call it only once the engine has stopped. Never throws: a failure is a Console
+// warning naming what was left behind. Returns true when the folder is gone.
+function astroswinRemoveFolder(folder)
 {
+   var files = [];
+   var folders = [];
+   var find = null;
    try
    {
-      if (path && File.exists(path))
-         File.remove(path);
+      if (!folder || !File.directoryExists(folder))
+         return true;
+      // Collect first, remove afterwards: never change a folder while listing it.
+      find = new FileFind;
+      if (find.begin(folder + "/*"))
+         do
+         {
+            var name = find.name;
+            if (name === "." || name === "..")
+               continue;
+            if (find.isDirectory)
+               folders.push(folder + "/" + name);
+            else
+               files.push(folder + "/" + name);
+         }
+         while (find.next());
    }
    catch (x)
    {
-      console.warningln("AstroSWIN: could not remove temporary file " + path + ": " + x.message);
+      console.warningln("AstroSWIN: could not list the temporary folder " + folder + ": " +
+                        (x && x.message ? x.message : String(x)));
+   }
+   finally
+   {
+      try
+      {
+         if (find !== null)
+            find.end();
+      }
+      catch (x2)
+      {
+      }
+   }
+   var i;
+   for (i = 0; i < files.length; ++i)
+   {
+      try
+      {
+         File.remove(files[i]);
+      }
+      catch (x3)
+      {
+         console.warningln("AstroSWIN: could not remove temporary file " + files[i] + ": " +
+                           (x3 && x3.message ? x3.message : String(x3)));
+      }
+   }
+   for (i = 0; i < folders.length; ++i)
+      astroswinRemoveFolder(folders[i]);
+   try
+   {
+      File.removeDirectory(folder);
+      return true;
+   }
+   catch (x4)
+   {
+      console.warningln("AstroSWIN: could not remove the temporary folder " + folder + " (remove it by hand): " +
+                        (x4 && x4.message ? x4.message : String(x4)));
+      return false;
    }
 }
 
@@ -387,7 +477,8 @@ function AstroSWINFailure(message)
 // ui:           optional { showMessages: bool (default true),
 //                          cancelRequested: function () -> bool,
 //                          pollMs: number }.
-// Returns { ok, aborted, message, window (new-window mode), inputPath, outputPath }.
+// Returns { ok, aborted, message, window (new-window mode), inputPath, outputPath,
+//           tempFolder } (the paths are gone again when it returns).
 //
 // Sample format choice in replace mode: View.image.assign() converts the
 // result into the target's own sample format, so an 8/16/32-bit integer
@@ -402,7 +493,7 @@ function runAstroSWIN(targetWindow, params, ui)
    var pollMs = (typeof ui.pollMs === "number" && ui.pollMs > 0) ? ui.pollMs : ASTROSWIN_POLL_MS;
    var p = astroswinNormalizeParams(params);
    var result = { ok: false, aborted: false, message: "", window: null,
-                  inputPath: "", outputPath: "" };
+                  inputPath: "", outputPath: "", tempFolder: "" };
 
    var paths = null;
    var clone = null;
@@ -418,6 +509,23 @@ function runAstroSWIN(targetWindow, params, ui)
       if (showMessages)
          (new MessageBox("<p>" + astroswinHtml(message) + "</p>", ASTROSWIN_TITLE,
                          StdIcon_Error, StdButton_Ok)).execute();
+   }
+
+   // Stops the engine if it still runs (terminate, then kill), once.
+   function stopEngine()
+   {
+      if (proc === null)
+         return;
+      var running = proc;
+      proc = null;
+      try
+      {
+         astroswinStopProcess(running);
+      }
+      catch (x)
+      {
+         console.warningln("AstroSWIN: could not stop the engine: " + (x && x.message ? x.message : String(x)));
+      }
    }
 
    function cancelRequested()
@@ -452,7 +560,8 @@ function runAstroSWIN(targetWindow, params, ui)
          throw new AstroSWINFailure("The AstroSWIN executable was not found: " + p.executable +
                                     ". Set the path to the astroswin executable in the dialog.");
 
-      paths = astroswinTempPaths();
+      paths = astroswinCreateRunFolder();
+      result.tempFolder = paths.folder;
       result.inputPath = paths.input;
       result.outputPath = paths.output;
 
@@ -618,6 +727,9 @@ function runAstroSWIN(targetWindow, params, ui)
    }
    catch (x)
    {
+      // Stop the engine before anything else: a modal message box would leave it
+      // running (and holding its files) until the user closes the box.
+      stopEngine();
       if (x instanceof AstroSWINFailure)
          report(x.message);
       else
@@ -626,16 +738,7 @@ function runAstroSWIN(targetWindow, params, ui)
    }
    finally
    {
-      if (proc !== null)
-      {
-         try
-         {
-            astroswinStopProcess(proc);
-         }
-         catch (x2)
-         {
-         }
-      }
+      stopEngine();
       if (clone !== null)
          astroswinClose(clone);
       if (newWindow !== null)
@@ -643,10 +746,7 @@ function runAstroSWIN(targetWindow, params, ui)
       if (resultWindow !== null)
          astroswinClose(resultWindow);
       if (paths !== null)
-      {
-         astroswinRemoveFile(paths.input);
-         astroswinRemoveFile(paths.output);
-      }
+         astroswinRemoveFolder(paths.folder);
       console.abortEnabled = abortWasEnabled;
    }
 }

@@ -42,6 +42,7 @@ function assertUserUntouched(user, before) {
 
 function assertNoTempFiles(env) {
    assert.deepEqual(env.tempFiles(), [], "temporary files left behind");
+   assert.deepEqual(env.tempDirs(), [], "temporary folders left behind");
 }
 
 function assertOnlyWindowsOpen(env, allowed) {
@@ -545,6 +546,47 @@ test("abort where terminate() is not seen (Windows): killed after the grace peri
    assertNoTempFiles(env);
 });
 
+test("abort where terminate() is not seen (Windows) while the engine writes: its temp file goes with the run folder", () => {
+   // kill() bypasses the engine's own clean-up: the temporary file it writes next to
+   // its output stays behind, and only removing the run's folder whole catches it.
+   const { env, ctx, user, before } = setup();
+   env.engine = { hang: true, ignoreTerminate: true, writing: true, partialOutput: true };
+   env.onProcessEvents = (n) => { if (n === 3) env.abortRequested = true; };
+   const r = run(env, ctx, user, {});
+   assert.equal(r.aborted, true);
+   const proc = env.processes[0];
+   assert.equal(proc.state, "killed");
+   const engineTemp = proc._engineTemp;
+   assert.ok(engineTemp, "the engine was not writing");
+   assert.ok(!env.files.has(engineTemp), "the engine's temporary file was left behind: " + engineTemp);
+   assert.ok(engineTemp.startsWith(r.tempFolder + "/."), "the engine was not writing in the run folder");
+   const iKill = env.log.findIndex((e) => e.type === "kill");
+   const iRemoveTemp = env.log.findIndex((e) => e.type === "remove" && e.path === engineTemp);
+   assert.ok(iKill >= 0 && iRemoveTemp > iKill, "the engine's temporary file was not removed after the kill");
+   assertUserUntouched(user, before);
+   assertNoTempFiles(env);
+});
+
+test("unexpected error while the engine runs: the engine is stopped before the error box", () => {
+   for (const ignoreTerminate of [false, true]) {   // POSIX: terminate() is enough; Windows: kill()
+      const { env, ctx, user, before } = setup();
+      env.engine = { hang: true, ignoreTerminate, writing: true };
+      env.onProcessEvents = (n) => { if (n === 3) throw new Error("GUI exploded"); };
+      const r = run(env, ctx, user, {});
+      assert.equal(r.ok, false);
+      assert.match(r.message, /Unexpected error: GUI exploded/);
+      assert.equal(env.messageBoxes.length, 1);
+      assert.equal(env.messageBoxes[0].enginesRunning, 0, "error box shown while the engine still runs");
+      const iStop = env.log.findIndex((e) => e.type === (ignoreTerminate ? "kill" : "terminate"));
+      const iBox = env.log.findIndex((e) => e.type === "messageBox");
+      assert.ok(iStop >= 0 && iStop < iBox, "engine stopped only after the error box");
+      assert.notEqual(env.processes[0].state, "running");
+      assertUserUntouched(user, before);
+      assertNoTempFiles(env);
+      assertOnlyWindowsOpen(env, ["M31"]);
+   }
+});
+
 test("abort enables the Console's Abort button while the engine runs", () => {
    const { env, ctx, user } = setup();
    const seen = [];
@@ -656,6 +698,100 @@ test("no image window: reported, nothing run", () => {
 });
 
 // --------------------------------------------------------------------------
+// The run's temporary folder
+// --------------------------------------------------------------------------
+
+test("stub: folders, FileFind and file writes follow PCL's rules", () => {
+   const env = createEnv();
+   const ctx = env.load();
+   const { File, FileFind } = ctx;
+   const d = env.tempDir + "/run";
+   assert.equal(File.directoryExists(env.tempDir), true);
+   assert.throws(() => File.createDirectory(env.tempDir + "/a/b", false), /No such file or directory/);
+   File.createDirectory(d, true);
+   assert.throws(() => File.createDirectory(d, true), /exists/);
+   assert.equal(File.directoryExists(d), true);
+   assert.equal(File.exists(d), false, "File.exists is for files only");
+   env.files.set(d + "/x.xisf", { kind: "partial" });
+   env.files.set(d + "/.x.xisf.k2j4x9.astroswin-tmp", { kind: "partial" });
+   assert.throws(() => File.removeDirectory(d), /not empty/);
+   assert.throws(() => File.remove(d), /no such file/);
+   const ff = new FileFind;
+   const seen = [];
+   assert.equal(ff.begin(d + "/*"), true);
+   do seen.push([ff.name, ff.isDirectory]); while (ff.next());
+   ff.end();
+   assert.deepEqual(seen.sort(), [[".", true], ["..", true], [".x.xisf.k2j4x9.astroswin-tmp", false], ["x.xisf", false]]);
+   assert.equal(ff.begin(d + "/*.fits"), false);
+   assert.equal(ff.begin(env.tempDir + "/missing/*"), false);
+   File.remove(d + "/x.xisf");
+   File.remove(d + "/.x.xisf.k2j4x9.astroswin-tmp");
+   File.removeDirectory(d);
+   assert.throws(() => File.removeDirectory(d), /No such file or directory/);
+   const w = new ctx.ImageWindow(2, 2, 1, 32, true, false, "w");
+   assert.equal(w.saveAs(env.tempDir + "/missing/in.xisf", false, false, true, false), false);
+   assert.equal(w.saveAs(env.tempDir + "/in.xisf", false, false, true, false), true);
+});
+
+test("each run works in a folder of its own, created first and removed whole at the end", () => {
+   const { env, ctx, user } = setup();
+   const r = run(env, ctx, user);
+   assert.equal(r.ok, true, r.message);
+   assert.ok(r.tempFolder.startsWith(env.tempDir + "/AstroSWIN_"), r.tempFolder);
+   for (const path of [r.inputPath, r.outputPath])
+      assert.equal(path.slice(0, path.lastIndexOf("/")), r.tempFolder);
+   const at = (type, path) => env.log.findIndex((e) => e.type === type && (path === undefined || e.path === path));
+   assert.ok(at("createDirectory", r.tempFolder) >= 0 && at("createDirectory", r.tempFolder) < at("saveAs"));
+   assert.ok(at("saveAs") < at("start"));
+   // every file first, then the folder, once the result has been read back
+   const iRemoveDir = at("removeDirectory", r.tempFolder);
+   assert.ok(iRemoveDir > at("remove", r.inputPath) && iRemoveDir > at("remove", r.outputPath));
+   assert.ok(at("remove", r.inputPath) > at("open"));
+   assert.equal(ctx.File.directoryExists(r.tempFolder), false);
+   assertNoTempFiles(env);
+});
+
+test("a run folder whose name is taken (another PixInsight) is skipped for a free one", () => {
+   const { env, ctx, user } = setup();
+   vm.runInContext(`Date.now = function () { return 1700000000000; };
+                    Math.random = function () { return 0.5; };`, ctx);
+   env.addDir(env.tempDir + "/AstroSWIN_1700000000000_500000000_1");   // the next name
+   const r = run(env, ctx, user);
+   assert.equal(r.ok, true, r.message);
+   assert.equal(r.tempFolder, env.tempDir + "/AstroSWIN_1700000000000_500000000_2");
+   assert.deepEqual(env.tempDirs(), [env.tempDir + "/AstroSWIN_1700000000000_500000000_1"], "someone else's folder touched");
+});
+
+test("no temporary folder can be created: reported, nothing written or run", () => {
+   const { env, ctx, user, before } = setup();
+   ctx.File.createDirectory = function () { throw new Error("Unable to create directory: Permission denied"); };
+   const r = run(env, ctx, user);
+   assert.equal(r.ok, false);
+   assert.match(r.message, /Could not create a temporary folder in .*Permission denied/);
+   assert.equal(env.processes.length, 0);
+   assert.ok(!env.log.some((e) => e.type === "saveAs"));
+   assertUserUntouched(user, before);
+   assertNoTempFiles(env);
+   assertOnlyWindowsOpen(env, ["M31"]);
+});
+
+test("a temp file that cannot be removed: a warning naming the folder, the result still applied", () => {
+   const { env, ctx, user } = setup();
+   const remove = ctx.File.remove;
+   ctx.File.remove = function (path) {
+      if (/AstroSWIN_out\.xisf$/.test(path)) throw new Error("Unable to delete file: Access is denied");
+      return remove(path);
+   };
+   const r = run(env, ctx, user, { outputMode: "replace" });
+   assert.equal(r.ok, true, r.message);
+   const warnings = env.consoleText("warningln");
+   assert.match(warnings, /could not remove temporary file .*AstroSWIN_out\.xisf: Unable to delete file: Access is denied/);
+   assert.ok(warnings.includes("could not remove the temporary folder " + r.tempFolder + " (remove it by hand)"));
+   assert.deepEqual(env.tempFiles(), [r.outputPath]);
+   assert.equal(env.messageBoxes.length, 0);
+});
+
+// --------------------------------------------------------------------------
 // Temp names
 // --------------------------------------------------------------------------
 
@@ -673,7 +809,9 @@ test("two runs get different temp names, even with a frozen clock and random sou
    const p2 = ctx.astroswinTempPaths();
    assert.notEqual(p1.input, p2.input);
    assert.notEqual(p1.output, p2.output);
-   assert.match(p1.input, /AstroSWIN_1700000000000_123456789_\d+_in\.xisf$/);
+   assert.match(p1.folder, /\/AstroSWIN_1700000000000_123456789_\d+$/);
+   assert.equal(p1.input, p1.folder + "/AstroSWIN_in.xisf");
+   assert.equal(p1.output, p1.folder + "/AstroSWIN_out.xisf");
 
    // A second script instance (a new PixInsight run) with the same frozen
    // clock differs through the random part.

@@ -9,7 +9,15 @@
 //   - saveAs() must get its 5 arguments and never query options;
 //   - ExternalProcess.start() must get a program and an ARRAY of string args;
 //   - ImageWindow.open() returns an array (empty when the file can't be read);
-//   - File.remove() throws on a missing file; Settings types must match.
+//   - File.remove() throws on a missing file (or a folder); Settings types must match;
+//   - folders as in PCL's File (pcl/File.cpp): File.exists() is true for files only,
+//     File.directoryExists() for folders only; File.createDirectory() throws when the
+//     folder (or a file of that name) exists, or a parent is missing without
+//     createIntermediateDirectories; File.removeDirectory() is rmdir/RemoveDirectoryW:
+//     it throws unless the folder exists and is empty; a file (saveAs, the engine's
+//     output) can only be written into an existing folder;
+//   - FileFind.begin(dir + "/*") lists "." and ".." too (readdir / FindFirstFileW do),
+//     and dot files (the engine's temporary file is one).
 // Everything observable is recorded on the returned `env` object.
 
 import vm from "node:vm";
@@ -140,6 +148,7 @@ export function createEnv(options = {}) {
    const env = {
       tempDir: options.tempDir ?? "/tmp/PI Temp/with spaces",
       files: new Map(),          // fake filesystem: path -> entry
+      dirs: new Set(),           // existing folders (no trailing slash); the temp dir and its parents
       log: [],                   // ordered record of everything that happened
       windows: [],               // every ImageWindow created (by the script or the test)
       processes: [],             // every ExternalProcess created
@@ -164,6 +173,22 @@ export function createEnv(options = {}) {
    };
 
    const record = (type, data = {}) => env.log.push({ type, ...data });
+
+   // ---- folders ----------------------------------------------------------
+   const stripSlash = (p) => { let q = String(p); while (q.length > 1 && /[/\\]$/.test(q)) q = q.slice(0, -1); return q; };
+   const parentOf = (p) => { const q = stripSlash(p); const i = q.lastIndexOf("/"); return i <= 0 ? (i === 0 ? "/" : "") : q.slice(0, i); };
+   env.addDir = function (dir) {   // a folder and its parents, as on a real disk
+      for (let d = stripSlash(dir); d && d !== "/" && !env.dirs.has(d); d = parentOf(d)) env.dirs.add(d);
+   };
+   env.addDir(env.tempDir);
+   // A file can be created only in an existing folder.
+   env.canCreateFile = (p) => env.dirs.has(parentOf(p));
+   // Direct children (full paths) of a folder: files and folders.
+   env.childrenOf = function (dir) {
+      const d = stripSlash(dir);
+      const kids = [...env.files.keys()].filter((p) => parentOf(p) === d).map((p) => ({ path: p, dir: false }));
+      return kids.concat([...env.dirs].filter((p) => parentOf(p) === d).map((p) => ({ path: p, dir: true })));
+   };
 
    // ---- Image ------------------------------------------------------------
    class Image {
@@ -336,6 +361,7 @@ export function createEnv(options = {}) {
          this.saveAsCalls.push({ path: filePath, queryOptions, allowMessages, strict, verifyOverwrite });
          record("saveAs", { window: this._mainView._id, path: filePath });
          if (!env.saveAsResult) return false;
+         if (!env.canCreateFile(filePath)) { record("saveAsFailed", { path: filePath, reason: "no such folder" }); return false; }
          env.files.set(filePath, {
             kind: "image", width: img._width, height: img._height, numberOfChannels: img._n,
             bitsPerSample: img._bits, isReal: img._isReal, isColor: img._isColor,
@@ -423,7 +449,8 @@ export function createEnv(options = {}) {
          const outPath = this.args[this.args.indexOf("-o") + 1];
          const slash = outPath.lastIndexOf("/");
          this._engineTemp = outPath.slice(0, slash + 1) + "." + outPath.slice(slash + 1) + ".k2j4x9.astroswin-tmp";
-         env.files.set(this._engineTemp, { kind: "partial" });
+         if (env.canCreateFile(this._engineTemp)) env.files.set(this._engineTemp, { kind: "partial" });
+         else this._engineTemp = null;
       }
    };
    ExternalProcess.prototype.waitForStarted = function (ms) {
@@ -434,6 +461,11 @@ export function createEnv(options = {}) {
       const outPath = this.args[this.args.indexOf("-o") + 1];
       const kind = partial ? "partial" : (s.output ?? "image");
       if (kind === "none") return;
+      if (!env.canCreateFile(outPath)) {   // the engine cannot write into a missing folder
+         this._err += `astroswin: error: ${outPath}: No such file or directory\n`;
+         this._refused = true;
+         return;
+      }
       if (kind === "corrupt" || kind === "partial") { env.files.set(outPath, { kind }); return; }
       if (kind === "throwOnOpen") { env.files.set(outPath, { kind }); return; }
       const inp = this.inputAtStart;
@@ -511,13 +543,75 @@ export function createEnv(options = {}) {
    // ---- File -------------------------------------------------------------
    const File = {
       get systemTempDirectory() { return env.tempDir; },
-      exists(p) { return env.files.has(p); },
+      exists(p) { return env.files.has(p); },   // regular files only, as in PCL
+      directoryExists(p) { return env.dirs.has(stripSlash(p)); },
       remove(p) {
          if (!env.files.has(p)) throw new Error("File.remove: no such file: " + p);
          env.files.delete(p);
          record("remove", { path: p });
       },
+      // PCL File::CreateDirectory( dirPath, createIntermediateDirectories = true ).
+      createDirectory(p, createIntermediateDirectories = true) {
+         if (typeof p !== "string" || p.trim().length === 0) throw new Error("File.createDirectory: invalid or empty directory name");
+         if (typeof createIntermediateDirectories !== "boolean") throw new TypeError("File.createDirectory: flag must be a boolean");
+         const d = stripSlash(p);
+         if (env.files.has(d)) throw new Error("Couldn't create directory - a file already exists with the same name: " + p);
+         if (env.dirs.has(d)) throw new Error("Unable to create directory: File exists: " + p);
+         if (!env.dirs.has(parentOf(d))) {
+            if (!createIntermediateDirectories) throw new Error("Unable to create directory: No such file or directory: " + p);
+            env.addDir(parentOf(d));
+         }
+         env.dirs.add(d);
+         record("createDirectory", { path: d });
+      },
+      // PCL File::RemoveDirectory: rmdir() / RemoveDirectoryW(), an empty folder only.
+      removeDirectory(p) {
+         if (typeof p !== "string" || p.length === 0) throw new Error("File.removeDirectory: invalid or empty directory name");
+         const d = stripSlash(p);
+         if (!env.dirs.has(d)) throw new Error("Unable to remove directory: No such file or directory: " + p);
+         if (env.childrenOf(d).length > 0) throw new Error("Unable to remove directory: Directory not empty: " + p);
+         env.dirs.delete(d);
+         record("removeDirectory", { path: d });
+      },
    };
+
+   // ---- FileFind (PJSR's wrapper of pcl::File::Find) ----------------------
+   // begin(path) searches path's folder for names matching its last part (* and ?);
+   // true when something matched. Like readdir() and FindFirstFileW(), "." and ".."
+   // are items too, as are dot files. The listing is taken at begin().
+   function FileFind() {
+      if (!(this instanceof FileFind)) throw new Error("FileFind must be constructed with new");
+      this._items = [];
+      this._i = -1;
+   }
+   FileFind.prototype.begin = function (path) {
+      if (typeof path !== "string" || path.length === 0) throw new Error("FileFind.begin: invalid or empty directory search path");
+      this.end();
+      const slash = path.lastIndexOf("/");
+      const dir = slash < 0 ? "." : (slash === 0 ? "/" : path.slice(0, slash));
+      const pattern = path.slice(slash + 1) || "*";
+      record("find", { path });
+      if (!env.dirs.has(stripSlash(dir))) return false;
+      const re = new RegExp("^" + pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".") + "$");
+      const items = [{ name: ".", dir: true }, { name: "..", dir: true }].concat(
+         env.childrenOf(dir).map((c) => ({ name: c.path.slice(c.path.lastIndexOf("/") + 1), dir: c.dir })));
+      this._items = items.filter((it) => re.test(it.name));
+      this._i = this._items.length ? 0 : -1;
+      return this._i === 0;
+   };
+   FileFind.prototype.next = function () {
+      if (this._i < 0) return false;
+      this._i += 1;
+      if (this._i >= this._items.length) { this._i = -1; return false; }
+      return true;
+   };
+   FileFind.prototype.end = function () { this._items = []; this._i = -1; };
+   const current = (ff) => { if (ff._i < 0) throw new Error("FileFind: no current item"); return ff._items[ff._i]; };
+   Object.defineProperties(FileFind.prototype, {
+      name: { get() { return current(this).name; } },
+      isDirectory: { get() { return current(this).dir; } },
+      isFile: { get() { return !current(this).dir; } },
+   });
 
    // ---- Settings ---------------------------------------------------------
    const Settings = {
@@ -555,8 +649,10 @@ export function createEnv(options = {}) {
       this.text = text; this.caption = caption; this.icon = icon;
    }
    MessageBox.prototype.execute = function () {
-      env.messageBoxes.push({ text: this.text, caption: this.caption, icon: this.icon });
-      record("messageBox", { text: this.text });
+      // A modal box blocks the script: note whether an engine it started still runs.
+      const enginesRunning = env.processes.filter((p) => p.state === "running").length;
+      env.messageBoxes.push({ text: this.text, caption: this.caption, icon: this.icon, enginesRunning });
+      record("messageBox", { text: this.text, enginesRunning });
       return CONSTANTS.StdButton_Ok;
    };
 
@@ -629,7 +725,7 @@ export function createEnv(options = {}) {
    };
 
    const sandbox = {
-      ImageWindow, View, Image, ExternalProcess, File, Settings,
+      ImageWindow, View, Image, ExternalProcess, File, FileFind, Settings,
       console: consoleObj, Console: consoleObj, MessageBox, processEvents,
       Control, Label, Edit, PushButton, ToolButton, RadioButton, CheckBox, GroupBox, Frame,
       ComboBox, NumericControl, Sizer, HorizontalSizer, VerticalSizer, Dialog, OpenFileDialog,
@@ -647,5 +743,7 @@ export function createEnv(options = {}) {
    env.consoleText = (kind) =>
       env.consoleLines.filter((l) => !kind || l.kind === kind).map((l) => l.text).join("\n");
    env.tempFiles = () => [...env.files.keys()].filter((p) => p.startsWith(env.tempDir));
+   // Folders left in the temporary folder (not the temporary folder itself).
+   env.tempDirs = () => [...env.dirs].filter((d) => d.startsWith(stripSlash(env.tempDir) + "/"));
    return env;
 }

@@ -9,9 +9,14 @@ the host would reject:
   is set; every method except ``connect()`` needs a connection first.
 * ``get_image_pixeldata()`` returns a *copy*, float32 (0..1) or uint16 (0..65535), mono
   ``(H, W)`` or RGB ``(3, H, W)``; it raises :class:`NoImageError` when no image is loaded.
+  Siril holds channels, not array shapes: a mono image reads back as ``(H, W)`` however it was
+  written or configured (a ``(1, H, W)`` array included), and ``get_image_shape()`` is
+  ``(channels, H, W)`` (``(1, H, W)`` for mono), as sirilpy reshapes it.
 * ``set_image_pixeldata()`` needs the processing thread, i.e. ``with siril.image_lock():``
   (else :class:`SirilError`); it takes a 2-D or 3-D numpy array, float32 or uint16, with at
   most 3 channels (else ``ValueError``), and refuses data larger than half the free RAM.
+  ``undo_save_state()`` does not need the lock: Siril's UNDO_SAVE_STATE handler checks only
+  that an image is loaded and that Siril is not headless (only SET_PIXELDATA checks the claim).
 * ``image_lock()`` can be set to raise :class:`ProcessingThreadBusyError` or
   :class:`ImageDialogOpenError` (or a plain :class:`SirilError`, as sirilpy did before those
   existed) on entry; a nested claim fails as busy.
@@ -293,6 +298,15 @@ class TorchHelper:
 
 
 # --------------------------------------------------------------------------- the interface
+def _as_siril_holds(arr: np.ndarray) -> np.ndarray:
+    """The array as Siril holds (and sirilpy gives back) the image: one channel is (H, W).
+
+    sirilpy's ``get_image_pixeldata()`` reshapes to ``(channels, H, W)`` when ``channels > 1``
+    and to ``(H, W)`` otherwise, so a mono image written as ``(1, H, W)`` reads back 2-D.
+    """
+    return arr[0] if arr.ndim == 3 and arr.shape[0] == 1 else arr
+
+
 class FFit:
     """The bits of ``sirilpy.FFit`` that ``get_image()`` fills."""
 
@@ -316,7 +330,7 @@ class SirilInterface:
         image = cfg["image"]
         if image is not None:
             image = self._validate_pixels(np.asarray(image), "image")
-            image = image.copy()
+            image = _as_siril_holds(image).copy()
         self.image: np.ndarray | None = image
         self.header: str = cfg["header"]  # a test that loads another image sets both
         self.original_image = None if image is None else image.copy()
@@ -405,7 +419,7 @@ class SirilInterface:
             raise NoImageError("No image loaded in Siril")
         if preview:
             raise NotImplementedError("the double does not make previews")
-        data = self.image
+        data = _as_siril_holds(self.image)
         if shape is not None:
             x, y, w, h = shape
             data = data[..., y:y + h, x:x + w]
@@ -416,7 +430,7 @@ class SirilInterface:
         self._record("get_image", with_pixels=with_pixels)
         if self.image is None:
             raise NoImageError("No image loaded in Siril")
-        return FFit(np.array(self.image, copy=True), header=self.header)
+        return FFit(np.array(_as_siril_holds(self.image), copy=True), header=self.header)
 
     def get_image_fits_header(self, return_as: str = "str"):
         self._need_connection("get_image_fits_header")
@@ -457,8 +471,8 @@ class SirilInterface:
             print("Error in set_image_pixeldata(): simulated", file=sys.stderr)
             return False
         data = np.array(image_data, copy=True)
-        self.writes.append({"data": data, "in_lock": True, "seq": entry["seq"]})
-        self.image = data
+        self.writes.append({"data": data, "in_lock": True, "seq": entry["seq"]})  # as the script sent it
+        self.image = _as_siril_holds(data)  # as Siril holds it: a (1, H, W) write is a mono image
         return True
 
     def undo_save_state(self, my_string: str):
