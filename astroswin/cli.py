@@ -166,7 +166,7 @@ def restore_file(source: Path, target: Path, model, model_name: str, settings, p
 
     from astroswin.engine import count_tiles, restore_array
     from astroswin.engine.device import resolve_device, resolve_precision
-    from astroswin.engine.io import check_output, clip_ceiling, output_format, read_image, unkept_keywords, write_image
+    from astroswin.engine.io import check_output, clip_ceiling, clip_floor, output_format, read_image, unkept_keywords, write_image
 
     start = time.perf_counter()
     if target.resolve() == source.resolve():
@@ -182,10 +182,14 @@ def restore_file(source: Path, target: Path, model, model_name: str, settings, p
     history = [f"AstroSWIN {__version__}: model={model_name} strength={settings.strength:.2f} emission_scale={settings.emission_scale}", "AstroSWIN tile={} overlap={} precision={}".format(*settings.tiling(device), resolve_precision(settings.precision, device))]
     fmt, store = output_format(target, image, dtype=None if dtype == "auto" else dtype)
     write_image(target, restored, image, fmt=fmt, dtype=store, history=history, overwrite=overwrite)
-    ceiling = clip_ceiling(fmt, store, image)
+    ceiling, floor = clip_ceiling(fmt, store, image), clip_floor(fmt, store, image)
     clipped = 0 if ceiling is None else int(np.count_nonzero((restored > ceiling).reshape(-1, *restored.shape[-2:]).any(axis=0)))
-    if clipped:
-        warning(f"{target}: {clipped} restored pixels above {ceiling:g} were clipped to fit {fmt.upper()} {store}; a float32 FITS or TIFF keeps them")
+    # below the floor: reported where the input itself went below it (a pedestal, a sky near
+    # 0), not for the few restored values a [0, 1] image's darkest pixels dip to
+    below = 0 if floor is None or not image.low < floor else int(np.count_nonzero((restored < floor).reshape(-1, *restored.shape[-2:]).any(axis=0)))
+    parts = ([f"{clipped} restored pixels above {ceiling:g}"] if clipped else []) + ([f"{below} restored pixels below {floor:g} (the input's lowest value is {image.low:.6g})"] if below else [])
+    if parts:
+        warning(f"{target}: {' and '.join(parts)} were clipped to fit {fmt.upper()} {store}; a float32 FITS or TIFF keeps them")
     lost = unkept_keywords(fmt, image)
     if lost and "keywords" not in warned:
         warned.add("keywords")

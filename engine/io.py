@@ -71,7 +71,11 @@ class Image:
     def low(self) -> float:
         """The input's smallest finite value (0 without a finite pixel): whether an output
         type's floor (:func:`clip_floor`) cuts the input's own values."""
-        return -_largest(-self.data if self.data.dtype.kind == "f" else self.data.astype(np.float64) * -1, 0.0)
+        data = self.data
+        if data.size and np.dtype(data.dtype).kind in "biu":
+            return float(data.min())
+        finite = np.isfinite(data)
+        return float(np.min(data, where=finite, initial=np.inf)) if finite.any() else 0.0
 
 
 def _largest(data: np.ndarray, default: float) -> float:

@@ -161,6 +161,30 @@ def test_all_nan_image_is_a_clear_error(tmp_path, tiny_model):
     assert_clean_failure(run([src], tiny_model), inputs=inputs, outputs=[tmp_path / "allnan_astroswin.fits"], message="no finite pixel")
 
 
+@pytest.mark.parametrize("scale, dtype", [(2e38, np.float32), (1e300, np.float64), (-1e300, np.float64)], ids=["2e38-float32", "1e300-float64", "-1e300-float64"])
+def test_values_beyond_float32_are_a_clear_error(tmp_path, tiny_model, scale, dtype):
+    """The engine computes in float32: a sky of 2e38 (within float32) overflowed in its sums,
+    and 1e300 (float64) in the cast; either came out as a file of inf and NaN, exit 0, with
+    numpy's RuntimeWarnings on stderr. One line instead, with the value and the limit."""
+    src = tmp_path / "huge.fits"
+    data = (sky((48, 48)) / 1000.0 * scale).astype(dtype)
+    inputs = write_fits(src, data)
+    line = assert_clean_failure(run([src], tiny_model), inputs=inputs, outputs=[tmp_path / "huge_astroswin.fits"], message="1e+36")
+    assert f"{float(np.abs(data).max()):.3g}" in line, line
+
+
+def test_huge_but_representable_values_are_restored(tmp_path, tiny_model):
+    """Values up to the limit work, in the input's units (a sky of 1e35, stars to 1.5e35)."""
+    data = (sky((48, 48)) * 1e32).astype(np.float32)
+    src = tmp_path / "big.fits"
+    inputs = write_fits(src, data)
+    out = tmp_path / "big_astroswin.fits"
+    assert_success(run([src], tiny_model), inputs=inputs, output=out)
+    restored = read_fits_data(out)
+    assert np.isfinite(restored).all()
+    assert abs(float(np.median(restored)) / float(np.median(data)) - 1) < 0.01
+
+
 def test_negative_pedestal(tmp_path, tiny_model):
     data = sky((64, 64), level=-5000.0).astype(np.float32)
     src = tmp_path / "pedestal.fits"
@@ -171,6 +195,31 @@ def test_negative_pedestal(tmp_path, tiny_model):
     assert np.isfinite(restored).all()
     assert abs(float(np.median(restored)) - float(np.median(data))) < 5 * 10.0  # not clipped at 0
 
+
+
+@pytest.mark.parametrize("name, extra", [("out.xisf", []), ("out.tif", ["--dtype", "uint16"])], ids=["xisf-float", "tiff-uint16"])
+def test_negative_values_an_output_cannot_hold_are_reported(tmp_path, tiny_model, name, extra):
+    """XISF floats are stored within [0, 1] and unsigned integers from 0: a bias-subtracted
+    frame (sky near 0, half its pixels negative) or a negative pedestal lost every value below
+    0 with exit 0 and nothing said; a pedestal of -5000 came out a black frame. The file is
+    still written, clipped as documented, and one warning line gives the count and the
+    input's lowest value, as for values above an output's ceiling."""
+    data = sky((40, 48), level=-5000.0).astype(np.float32)
+    src = tmp_path / "pedestal.fits"
+    inputs = write_fits(src, data)
+    out = tmp_path / name
+    result = run([src, "-o", out, *extra], tiny_model)
+    assert result.exit_code == 0, result.stderr
+    assert out.is_file() and leftovers(tmp_path) == [] and digest(src) == inputs[src]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("astroswin: warning:"), lines
+    assert f"{data.size} restored pixels below 0" in lines[0] and f"{float(data.min()):.6g}" in lines[0], lines[0]
+    # an input within the output's range is not reported for the few restored values below 0
+    from xisf import XISF
+
+    XISF.write(str(tmp_path / "unit.xisf"), np.clip(sky((40, 48), level=0.02, noise=0.01), 0, 1).astype(np.float32)[..., None])
+    result = run([tmp_path / "unit.xisf"], tiny_model)
+    assert result.exit_code == 0 and result.stderr.strip() == "", result.stderr
 
 @pytest.mark.parametrize(
     "dtype, level",
