@@ -166,7 +166,15 @@ def restore_file(source: Path, target: Path, model, model_name: str, settings, p
 
     from astroswin.engine import count_tiles, restore_array
     from astroswin.engine.device import resolve_device, resolve_precision
-    from astroswin.engine.io import check_output, clip_ceiling, clip_floor, output_format, read_image, unkept_keywords, write_image
+    from astroswin.engine.io import (
+        check_output,
+        clip_ceiling,
+        clip_floor,
+        output_format,
+        read_image,
+        unkept_keywords,
+        write_image,
+    )
 
     start = time.perf_counter()
     if target.resolve() == source.resolve():

@@ -128,7 +128,7 @@ def check_image_shape(data: np.ndarray, what: str = "image") -> np.ndarray:
             raise EngineError(f"{what} is empty (shape {data.shape})")
         return data
     if data.ndim == 3:
-        raise EngineError(f"{what} has {data.shape[0]} planes; only mono (1) and RGB (3) are supported")
+        raise EngineError(f"{what} has {data.shape[0]} planes (shape {data.shape}); only mono (1) and RGB (3) are supported")
     raise EngineError(f"{what} is {data.ndim}-D (shape {data.shape}); only 2-D mono and 3-D RGB images are supported")
 
 

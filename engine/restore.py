@@ -461,7 +461,8 @@ def restore_array(data: np.ndarray, model: torch.nn.Module, settings: RestoreSet
     Raises
     ------
     EngineError
-        Unsupported shape, no finite pixel, bad settings or unavailable device.
+        Unsupported shape, no finite pixel, a magnitude beyond :data:`MAX_MAGNITUDE`, bad
+        settings or unavailable device.
     MemoryError
         Out of host or GPU memory (a smaller tile or batch may fit).
     """

@@ -378,6 +378,11 @@ def _two_channels(path: Path) -> None:
     fits.PrimaryHDU(sky((2, 16, 16)).astype(np.float32)).writeto(path)
 
 
+def _colour_last(path: Path) -> None:
+    # (H, W, 3) as some converters write RGB: "has 24 planes" alone sent the user hunting
+    fits.PrimaryHDU(sky((24, 40, 3)).astype(np.float32)).writeto(path)
+
+
 def _empty(path: Path) -> None:
     path.write_bytes(b"")
 
@@ -411,6 +416,7 @@ def _complex(path: Path) -> None:
         ("four_d.fits", _four_d, "4-D"),
         ("five.fits", _five_channels, "5 planes"),
         ("two.fits", _two_channels, "2 planes"),
+        ("colour_last.fits", _colour_last, "24 planes (shape (24, 40, 3))"),
         ("broken.tif", _broken_tiff, None),
         ("broken.xisf", _broken_xisf, None),
         ("bitpix.fits", _complex, None),
