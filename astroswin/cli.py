@@ -181,6 +181,8 @@ def restore_file(source: Path, target: Path, model, model_name: str, settings, p
         raise _FileError("output would replace the input; choose another name")
     check_output(target, overwrite=overwrite)  # folder, special file, unwritable, exists: before any work
     image = read_image(source)
+    if image.other_images:
+        warning(f"{source}: holds {image.other_images + 1} images; only the first is restored, and {target} holds only it")
     progress.start(source, target, image.data.shape, count_tiles(*image.data.shape[-2:], settings))
     try:
         restored = restore_array(image.data, model, settings, progress=lambda d, t: progress.update(source, d, t))

@@ -50,6 +50,9 @@ class Image:
         XISF image metadata (``FITSKeywords``, ``XISFProperties``).
     alpha : numpy.ndarray or None
         ``(A, H, W)`` TIFF extra samples (alpha), passed through untouched.
+    other_images : int
+        Images in the file after the one read (FITS image HDUs, XISF images): they are not
+        restored and not written, and the CLI says so.
     """
 
     data: np.ndarray
@@ -59,6 +62,7 @@ class Image:
     xisf_metadata: dict = field(default_factory=dict)
     alpha: np.ndarray | None = None
     tiff_extrasamples: tuple = ()
+    other_images: int = 0
 
     @cached_property
     def peak(self) -> float:
@@ -149,6 +153,13 @@ class _NeedsLoading(Exception):
     pass
 
 
+def _is_fits_image(hdu) -> bool:
+    """Whether an HDU holds an image (primary, extension or tile-compressed, NAXIS > 0)."""
+    from astropy.io import fits
+
+    return isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) and hdu.header.get("NAXIS", 0) > 0
+
+
 def _read_fits(path: Path, memmap: bool) -> Image:
     from astropy.io import fits
 
@@ -156,8 +167,8 @@ def _read_fits(path: Path, memmap: bool) -> Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             hdul = fits.open(path, memmap=memmap, mode="readonly")
-            for hdu in hdul:
-                if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) or hdu.header.get("NAXIS", 0) == 0:
+            for index, hdu in enumerate(hdul):
+                if not _is_fits_image(hdu):
                     continue
                 if memmap and any(k in hdu.header for k in ("BZERO", "BSCALE", "BLANK")):
                     raise _NeedsLoading  # astropy cannot memory-map scaled data, compressed or not
@@ -173,7 +184,8 @@ def _read_fits(path: Path, memmap: bool) -> Image:
                 dtype = data.dtype.newbyteorder("=")
                 data = check_image_shape(_blank_to_nan(data, header)).view()
                 data.flags.writeable = False
-                return Image(data=data, format="fits", dtype=dtype, header=header)
+                others = sum(map(_is_fits_image, hdul[index + 1:]))
+                return Image(data=data, format="fits", dtype=dtype, header=header, other_images=others)
     except (EngineError, _NeedsLoading):
         raise
     except Exception as exc:  # astropy raises many types on truncated/corrupt files
@@ -226,7 +238,7 @@ def read_xisf(path: Path) -> Image:
     raw = _raw_fits_keywords(path)
     if raw is not None:
         keep["FITSKeywords"] = raw
-    return Image(data=data, format="xisf", dtype=np.dtype(meta[0]["dtype"]), xisf_metadata=keep)
+    return Image(data=data, format="xisf", dtype=np.dtype(meta[0]["dtype"]), xisf_metadata=keep, other_images=len(meta) - 1)
 
 
 def _as_stored(planar: np.ndarray, meta: dict) -> np.ndarray:

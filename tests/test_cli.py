@@ -359,3 +359,16 @@ def test_help_and_no_arguments_are_unchanged():
     assert result.returncode == 0 and result.stdout.startswith("Usage: astroswin restore [OPTIONS] INPUT...") and result.stderr == ""
     bare = run()
     assert bare.returncode == 2 and "Commands:" in bare.stdout + bare.stderr
+
+
+def test_images_after_the_first_are_named_not_dropped_silently(tmp_path, tiny_model_dir):
+    """A stack written with its rejection maps as further image extensions: the first image is
+    restored as before, and one warning line says the other two are not in the output."""
+    data = np.full((20, 24), 0.1, np.float32)
+    fits.HDUList([fits.PrimaryHDU(data), fits.ImageHDU(data * 0), fits.ImageHDU(data * 0)]).writeto(tmp_path / "stack.fits")
+    result = run("restore", tmp_path / "stack.fits", "--model", tiny_model_dir, "--progress", "none")
+    assert result.returncode == 0, result.stderr
+    line = one_line(result, "astroswin: warning:")
+    assert "holds 3 images" in line and "only the first" in line and "stack_astroswin.fits" in line
+    with fits.open(tmp_path / "stack_astroswin.fits") as hdul:
+        assert len(hdul) == 1 and hdul[0].data.shape == (20, 24)

@@ -364,3 +364,40 @@ def test_xisf_interleaved_and_big_endian_pixels_are_read_as_stored(tmp_path, att
     image = read_image(tmp_path / "odd.xisf")
     assert image.data.dtype == np.float32 and image.data.dtype.isnative and image.dtype == np.float32
     np.testing.assert_array_equal(image.data, rgb)
+
+
+def _second_xisf_image(path: Path) -> None:
+    """Rewrite a one-image XISF file to list its image twice (both on the same data block):
+    the xisf package writes one image per file. The data block is 4096-aligned, so the longer
+    header still ends before it and no offset moves."""
+    import re
+
+    raw = path.read_bytes()
+    length = int.from_bytes(raw[8:12], "little")
+    xml = raw[16:16 + length].decode()
+    image = re.search(r"<Image [^>]*?/>|<Image .*?</Image>", xml, re.S).group(0)
+    doubled = xml.replace(image, image + image).encode()
+    data_at = int(re.search(r'location="attachment:(\d+):', xml).group(1))
+    assert 16 + len(doubled) <= data_at
+    header = raw[:8] + len(doubled).to_bytes(4, "little") + raw[12:16] + doubled
+    path.write_bytes(header + b"\0" * (data_at - len(header)) + raw[data_at:])
+
+
+def test_further_images_in_a_file_are_counted(tmp_path):
+    """A FITS with a second image extension (a rejection map) or an XISF with two images:
+    the first is read, and the count of the others lets the CLI say they are not restored.
+    A table after the image is not an image."""
+    data = np.random.default_rng(2).normal(50, 2, (16, 20)).astype(np.float32)
+    table = fits.BinTableHDU.from_columns([fits.Column(name="x", format="E", array=np.ones(3))])
+    fits.HDUList([fits.PrimaryHDU(data), fits.ImageHDU(data[::-1]), fits.ImageHDU(data * 2), table]).writeto(tmp_path / "three.fits")
+    image = read_image(tmp_path / "three.fits")
+    assert image.other_images == 2
+    np.testing.assert_array_equal(np.asarray(image.data), data)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data), table]).writeto(tmp_path / "one.fits")
+    assert read_image(tmp_path / "one.fits").other_images == 0
+    XISF.write(str(tmp_path / "two.xisf"), data[..., None])
+    assert read_image(tmp_path / "two.xisf").other_images == 0
+    _second_xisf_image(tmp_path / "two.xisf")
+    image = read_image(tmp_path / "two.xisf")
+    assert image.other_images == 1
+    np.testing.assert_array_equal(image.data, data)
