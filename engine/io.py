@@ -228,6 +228,9 @@ def read_xisf(path: Path) -> Image:
         meta = xf.get_images_metadata()
         if not meta:
             raise EngineError("the XISF file holds no image")
+        where = meta[0].get("location", ("attachment",))
+        if where[0] != "attachment":  # the xisf package reads attached blocks only
+            raise EngineError(f"its pixels are stored in the XML header (location {':'.join(map(str, where))}), which is not supported; save it again with attached data (PixInsight's default)")
         planar = np.asarray(xf.read_image(0, data_format="channels_first"))
     except EngineError:
         raise

@@ -401,3 +401,20 @@ def test_further_images_in_a_file_are_counted(tmp_path):
     image = read_image(tmp_path / "two.xisf")
     assert image.other_images == 1
     np.testing.assert_array_equal(image.data, data)
+
+
+def test_xisf_pixels_inside_the_header_are_one_clear_error(tmp_path):
+    """XISF may hold a small image's pixels in the XML itself (``location="inline:base64"``);
+    the reader takes attached blocks only, and said "('value')"."""
+    import base64
+    import re
+
+    XISF.write(str(tmp_path / "a.xisf"), np.ones((4, 5, 1), np.float32))
+    raw = (tmp_path / "a.xisf").read_bytes()
+    xml = raw[16:16 + int.from_bytes(raw[8:12], "little")].decode()
+    offset, size = map(int, re.search(r'location="attachment:(\d+):(\d+)"', xml).groups())
+    pixels = base64.b64encode(raw[offset:offset + size]).decode()
+    inline = re.sub(r'location="attachment:\d+:\d+"\s*/>', f'location="inline:base64">{pixels}</Image>', xml).encode()
+    (tmp_path / "inline.xisf").write_bytes(raw[:8] + len(inline).to_bytes(4, "little") + raw[12:16] + inline)
+    with pytest.raises(EngineError, match="stored in the XML header .location inline:base64.*attached data"):
+        read_image(tmp_path / "inline.xisf")
