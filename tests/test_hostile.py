@@ -196,7 +196,6 @@ def test_negative_pedestal(tmp_path, tiny_model):
     assert abs(float(np.median(restored)) - float(np.median(data))) < 5 * 10.0  # not clipped at 0
 
 
-
 @pytest.mark.parametrize("name, extra", [("out.xisf", []), ("out.tif", ["--dtype", "uint16"])], ids=["xisf-float", "tiff-uint16"])
 def test_negative_values_an_output_cannot_hold_are_reported(tmp_path, tiny_model, name, extra):
     """XISF floats are stored within [0, 1] and unsigned integers from 0: a bias-subtracted
