@@ -17,7 +17,7 @@ Inputs (files or directories, searched recursively): FITS (.fits/.fit/.fts, also
 
 FITS/XISF/TIFF values are kept as read (cast to float32), never rescaled.
 
-Output (the contract ``train/``'s ``FolderDataset`` reads):
+Output (the contract ``train/``'s ``FolderPatches`` reads):
 
 * ``OUT/<split>/<stem>_<y>_<x>.npy`` - float32, shape (C, H, W), C = 1 or 3;
   ``<stem>`` is the source file name without extension (made unique if two sources

@@ -708,6 +708,22 @@ def test_two_process_ddp_on_gloo(tmp_path):
     assert proc.returncode == 0, stderr[-2000:]
     state = torch.load(tmp_path / "ddp" / "last.pt", weights_only=False)
     assert state["step"] == 2
+    # Two ranks of 2 examples are one process's batch of 4 (the same seeds, gradients averaged),
+    # and the logged terms are the whole batch's, not rank 0's half of it.
+    single = _train(config, tmp_path / "single", "--set", "data.batch_size=4")
+    assert single.returncode == 0, single.stderr
+    alone = torch.load(tmp_path / "single" / "last.pt", weights_only=False)
+    for key, value in alone["model"].items():
+        torch.testing.assert_close(state["model"][key], value, rtol=1e-5, atol=1e-6)
+    import csv
+
+    logs = []
+    for run in ("ddp", "single"):
+        with (tmp_path / run / "train.csv").open(newline="") as fh:
+            logs.append(list(csv.DictReader(fh)))
+    for ddp_row, single_row in zip(*logs, strict=True):
+        for term in ("loss", "l1", "flux", "histogram"):
+            assert float(ddp_row[term]) == pytest.approx(float(single_row[term]), rel=1e-4), term
 
 
 def test_onnx_export_matches_pytorch(tmp_path, perturbed_model):
@@ -756,3 +772,225 @@ def test_chains_terminate_and_stay_centred():
     for _ in range(20):
         kernel = sample_kernel(rng, cfg)
         assert kernel.sum() == pytest.approx(1.0) and kernel.shape[0] % 2 == 1
+
+
+# -- review of issue 4: hand values and behaviour the tests above left out --------------------------
+def test_soft_histogram_is_a_triangular_kernel_of_the_configured_bandwidth():
+    """256 bins over [-0.1, 1]; the half-width is bandwidth x 25.6 bins: 2.56 at 0.1, 1.28 at
+    0.05. A value on bin k weighs 1 there and 1 - d / half-width d bins away."""
+    k = 100
+    value = torch.linspace(-0.1, 1.0, 256)[k]
+    x = value.reshape(1, 1, 1, 1)
+    a, b = 1 - 1 / 2.56, 1 - 2 / 2.56  # 0.609375, 0.21875
+    wide = losses.soft_histogram(x, bandwidth=0.1)[0, 0]
+    expected = torch.zeros(256)
+    expected[k - 2 : k + 3] = torch.tensor([b, a, 1.0, a, b]) / (1 + 2 * a + 2 * b)
+    assert torch.allclose(wide, expected, atol=1e-5)
+    narrow = losses.soft_histogram(x, bandwidth=0.05)[0, 0]
+    c = 1 - 1 / 1.28
+    assert torch.allclose(narrow[k - 1 : k + 2], torch.tensor([c, 1.0, c]) / (1 + 2 * c), atol=1e-5)
+    assert narrow.sum().item() == pytest.approx(narrow[k - 1 : k + 2].sum().item(), abs=1e-6)
+    # One bin apart, the L1 between the two kernels is 2 / (their sum): 2 / 2.65625.
+    shifted = torch.linspace(-0.1, 1.0, 256)[k + 1].reshape(1, 1, 1, 1)
+    assert losses.histogram(x, shifted, bandwidth=0.1).item() == pytest.approx(2 / (1 + 2 * a + 2 * b), rel=1e-4)
+
+
+def test_learning_rate_warms_up_linearly_then_decays_by_cosine():
+    from astroswin.train.loop import learning_rate
+
+    cfg = from_dict({"optim": {"lr": 1e-3, "warmup": 10, "steps": 110, "min_lr_fraction": 0.1}})
+    assert learning_rate(0, cfg) == pytest.approx(1e-4)
+    assert learning_rate(4, cfg) == pytest.approx(5e-4)
+    assert learning_rate(9, cfg) == pytest.approx(1e-3)
+    assert learning_rate(10, cfg) == pytest.approx(1e-3)
+    assert learning_rate(60, cfg) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))  # half way: cos = 0
+    assert learning_rate(110, cfg) == pytest.approx(1e-4)
+    assert learning_rate(500, cfg) == pytest.approx(1e-4)
+
+
+def _row(kernel):
+    return kernel[kernel.shape[0] // 2]
+
+
+@pytest.mark.parametrize("beta", [1.5, 3.0, 6.0])
+def test_moffat_has_the_requested_fwhm_and_beta(beta):
+    k = psf.moffat(4.0, beta)
+    row = _row(k)
+    r0 = k.shape[0] // 2
+    half = row[r0] / 2
+    i = r0 + int(np.argmax(row[r0:] < half))  # first pixel below half maximum
+    radius = (i - 1 - r0) + (row[i - 1] - half) / (row[i - 1] - row[i])
+    assert 2 * radius == pytest.approx(4.0, rel=0.05)
+    alpha = 4.0 / (2 * np.sqrt(2 ** (1 / beta) - 1))
+    r = np.arange(3, 9)
+    law = (1 + r**2 / alpha**2) ** -beta
+    np.testing.assert_allclose(row[r0 + r] / row[r0 + 3], law / law[0], rtol=0.03)
+
+
+def test_moffat_ellipticity_follows_its_rotation():
+    def moments(kernel):
+        y, x = np.mgrid[: kernel.shape[0], : kernel.shape[1]] - kernel.shape[0] // 2
+        return (kernel * x**2).sum(), (kernel * y**2).sum()
+
+    # axis ratio 1 - ellipticity = 0.7: second moments about 0.7^2 apart (the wings are cut)
+    xx, yy = moments(psf.moffat(4.0, 3.0, ellipticity=0.3, angle=0.0))
+    assert 0.45 < xx / yy < 0.6
+    turned = moments(psf.moffat(4.0, 3.0, ellipticity=0.3, angle=np.pi / 2))
+    assert turned == pytest.approx((yy, xx), rel=1e-6)  # a quarter turn swaps the axes
+    diagonal = psf.moffat(4.0, 3.0, ellipticity=0.3, angle=np.pi / 4)
+    y, x = np.mgrid[: diagonal.shape[0], : diagonal.shape[1]] - diagonal.shape[0] // 2
+    # the long axis turned an eighth of a turn with it: onto the diagonal x = -y
+    assert (diagonal * x * y).sum() == pytest.approx(-(yy - xx) / 2, rel=0.1)
+    xx, yy = moments(psf.moffat(4.0, 3.0))
+    assert xx == pytest.approx(yy, rel=1e-9)
+
+
+def test_airy_dark_ring_and_central_obstruction():
+    clear = psf.airy(6.0, 0.0, size=41)
+    row = _row(clear) / clear.max()
+    dark = 20 + 3 + int(np.argmin(row[23:30]))
+    assert abs(dark - 26) <= 1 and row[dark] < 0.02  # the first dark ring at 6 px
+    obstructed = _row(psf.airy(6.0, 0.45, size=41))
+    obstructed = obstructed / obstructed.max()
+    assert obstructed[27:32].max() > 2 * row[27:32].max()  # an obstruction moves light to the rings
+
+
+def test_hot_pixels_and_cosmic_rays_are_in_the_input_only():
+    scene = np.zeros((3, 64, 64))
+    fixed = dict(sky_log10=(2.0, 2.0), gain_log10=(1.0, 1.0), read_noise=(1.0, 1.0), pedestal=(5.0, 5.0), pool={"gaussian": 1.0}, chromatic_probability=0.0)
+    for defects in ({"hot_pixel_probability": 1.0, "cosmic_ray_probability": 0.0}, {"hot_pixel_probability": 0.0, "cosmic_ray_probability": 1.0}):
+        noisy, target, info = degrade(np.random.default_rng(2), scene, DegradeConfig(**fixed, **defects))
+        assert np.ptp(target) == 0 and target[0, 0, 0] == pytest.approx(105.0)
+        assert (noisy - target).max() > 15 * info["sigma"]
+    clean, _, info = degrade(np.random.default_rng(2), scene, DegradeConfig(**fixed, hot_pixel_probability=0.0, cosmic_ray_probability=0.0))
+    assert (clean - 105.0).max() < 6 * info["sigma"]
+
+
+@pytest.mark.parametrize("gain_log10", [-0.5, 1.0])
+def test_shot_noise_follows_the_gain_and_the_light(gain_log10):
+    """Poisson noise in electrons: the variance in flux units is (light + sky) / gain, plus the
+    read noise's; brighter light is noisier."""
+    cfg = DegradeConfig(sky_log10=(1.0, 1.0), gain_log10=(gain_log10, gain_log10), read_noise=(2.0, 2.0), pedestal=(0.0, 0.0), pool={"gaussian": 1.0}, fwhm=(2.0, 2.0), chain_probability=0.0, hot_pixel_probability=0.0, cosmic_ray_probability=0.0)
+    gain = 10**gain_log10
+    for level in (0.0, 90.0):
+        scene = np.full((1, 160, 160), level)
+        noisy, _, _ = degrade(np.random.default_rng(4), scene, cfg)
+        inner = noisy[0, 10:-10, 10:-10]  # away from the blur's zero-padded edges
+        assert inner.var() == pytest.approx((level + 10.0) / gain + 4.0, rel=0.08)
+        assert inner.mean() == pytest.approx(level + 10.0, abs=5 * inner.std() / 140)
+
+
+def test_chains_have_two_to_four_centred_links(monkeypatch):
+    from astroswin.train import degrade as degrade_mod
+
+    lengths = []
+    chain = psf.chain
+
+    def counting(parts):
+        lengths.append(len(parts))
+        return chain(parts)
+
+    monkeypatch.setattr(degrade_mod.kernels, "chain", counting)
+    cfg = DegradeConfig(chain_probability=1.0, pool={"moffat": 1.0, "gaussian": 1.0})  # families that chain nothing themselves
+    rng = np.random.default_rng(1)
+    for _ in range(60):
+        kernel = degrade_mod.sample_kernel(rng, cfg)
+        dy, dx = psf.centroid(kernel)
+        assert abs(dy) < 0.01 and abs(dx) < 0.01
+    assert set(lengths) == {2, 3, 4}
+
+
+def test_chromatic_differences_blur_channels_differently():
+    scene = np.zeros((3, 33, 33))
+    cfg = DegradeConfig(chromatic_probability=1.0, chain_probability=0.0)
+    differs = 0
+    for seed in range(8):
+        _, _, info = degrade(np.random.default_rng(seed), scene, cfg)
+        shapes = {k.shape for k in info["kernels"]}
+        differs += len(shapes) > 1 or not all(np.array_equal(info["kernels"][0], k) for k in info["kernels"])
+        for k in info["kernels"]:
+            dy, dx = psf.centroid(k)
+            assert abs(dy) < 0.01 and abs(dx) < 0.01
+    assert differs >= 6
+
+
+def _patch_folder(root: Path, patch: np.ndarray) -> Path:
+    import json
+
+    (root / "train").mkdir(parents=True)
+    np.save(root / "train" / "p.npy", patch.astype(np.float32))
+    entry = {"path": "train/p.npy", "split": "train", "source": "p.fits", "y": 0, "x": 0, "channels": patch.shape[0], "linear": True}
+    (root / "manifest.jsonl").write_text(json.dumps(entry) + "\n")
+    return root
+
+
+def test_folder_crops_are_blurred_with_real_light_around_them(tmp_path, monkeypatch):
+    """A blur of the whole patch saw zeros past its edges: a crop near an edge lost up to half its
+    input light while its target kept it. A plane is unchanged by a centred blur, so without
+    noise every crop's input must equal its target, edges included."""
+    from astroswin.train import data as data_mod
+    from astroswin.train.config import DataConfig
+
+    yy, xx = np.mgrid[:96, :96]
+    folder = data_mod.FolderPatches(_patch_folder(tmp_path / "patches", (1 + xx / 95 + 0.5 * yy / 95)[None]))
+    monkeypatch.setattr(data_mod, "stretched_pair", lambda x, y: (x, y))  # compare in linear units
+    data = DataConfig(crop=32, margin=16, folder=str(tmp_path / "patches"), folder_fraction=1.0)
+    quiet = DegradeConfig(pool={"gaussian": 1.0}, fwhm=(4.0, 4.0), chain_probability=0.0, sky_log10=(5.0, 5.0), gain_log10=(10.0, 10.0), read_noise=(0.0, 0.0), pedestal=(0.0, 0.0), hot_pixel_probability=0.0, cosmic_ray_probability=0.0)
+    for seed in range(12):
+        x, y = folder.example(seed, data, quiet)
+        assert x.shape == y.shape == (3, 32, 32)
+        assert np.abs(x - y).max() < 1e-3 * np.ptp(y), seed
+
+
+def test_a_folder_patch_smaller_than_the_crop_is_a_clear_error(tmp_path):
+    from astroswin.train.config import DataConfig
+    from astroswin.train.data import FolderPatches
+
+    folder = FolderPatches(_patch_folder(tmp_path / "patches", np.random.default_rng(0).random((3, 24, 24))))
+    with pytest.raises(ValueError, match="smaller than data.crop"):
+        folder.example(0, DataConfig(crop=32, folder="x", folder_fraction=1.0), DegradeConfig())
+    x, _ = folder.example(0, DataConfig(crop=16, margin=16, folder="x", folder_fraction=1.0), DegradeConfig())
+    assert x.shape == (3, 16, 16)
+
+
+def _weights(trainer) -> dict:
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_accumulation_and_gradient_checkpointing_train_the_same_weights(tmp_path):
+    """Two micro-batches of one example are one batch of two (the same seeds, the mean of the
+    means); checkpointing recomputes the forward pass in backward and changes nothing else."""
+    from astroswin.train.loop import Trainer
+
+    common = {"optim.steps": 2, "log.val_every": 100, "log.checkpoint_every": 100}
+    one = Trainer(_tiny(tmp_path, **common, **{"data.batch_size": 2}), tmp_path / "one")
+    one.run()
+    two = Trainer(_tiny(tmp_path, **common, **{"data.batch_size": 1, "optim.accumulation": 2}), tmp_path / "two")
+    two.run()
+    checkpointed = Trainer(_tiny(tmp_path, **common, **{"data.batch_size": 2, "optim.gradient_checkpointing": True}), tmp_path / "ckpt")
+    calls = []
+    checkpointed.model.swin2sr.encoder.stages[0].layers[0].register_forward_hook(lambda *_: calls.append(1))
+    checkpointed.run()
+    reference = _weights(one)
+    assert any(not torch.equal(reference[k], v) for k, v in Trainer(_tiny(tmp_path, **{"optim.steps": 1}), tmp_path / "init").model.state_dict().items())
+    for other in (two, checkpointed):
+        for key, value in _weights(other).items():
+            torch.testing.assert_close(value, reference[key], rtol=1e-5, atol=1e-6)
+    assert len(calls) == 2 * 2  # each of two steps: the forward pass and its recomputation (validation runs an EMA copy)
+
+
+def test_resume_drops_the_rows_logged_after_its_checkpoint(tmp_path):
+    """A run killed between two checkpoints had logged steps past the last one; the resumed run
+    logs them again, and each step must be in the CSV once."""
+    import csv
+
+    from astroswin.train.loop import Trainer
+
+    Trainer(_tiny(tmp_path, **{"optim.steps": 2}), tmp_path / "run").run()
+    shutil.copy(tmp_path / "run" / "last.pt", tmp_path / "step2.pt")
+    Trainer(_tiny(tmp_path), tmp_path / "run", resume=True).run()
+    shutil.copy(tmp_path / "step2.pt", tmp_path / "run" / "last.pt")  # as if killed after step 4, before its checkpoint
+    Trainer(_tiny(tmp_path), tmp_path / "run", resume=True).run()
+    for name, steps in (("train.csv", ["1", "2", "3", "4"]), ("val.csv", ["2", "4"])):
+        with (tmp_path / "run" / name).open(newline="") as fh:
+            assert [row["step"] for row in csv.DictReader(fh)] == steps, name

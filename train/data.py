@@ -140,11 +140,32 @@ class FolderPatches:
         scale = np.abs(patch).max() or 1.0
         scene = patch / scale * 10 ** rng.uniform(2, 4)  # to the flux range of synthetic scenes
         h, w = scene.shape[-2:]
-        crop = data.crop
-        y0, x0 = int(rng.integers(0, max(1, h - crop + 1))), int(rng.integers(0, max(1, w - crop + 1)))
-        degraded, target, _ = degrade(rng, scene, degradations)
+        crop, margin = data.crop, data.margin
+        if h < crop or w < crop:
+            raise ValueError(f"{self.folder / entry['path']} is {h}x{w} px, smaller than data.crop = {crop}: cut bigger patches (make_patches.py --size) or lower data.crop")
+        y0, x0 = (int(rng.integers(*crop_range(n, crop, margin))) for n in (h, w))
+        # The blur is computed on the crop and its margin, like a synthetic scene's canvas: a
+        # blur of the whole patch saw zeros beyond its edges, and a crop near an edge then had
+        # input light missing (up to half of it) that its target still held.
+        canvas = with_margin(scene, y0, x0, crop, margin)
+        degraded, target, _ = degrade(rng, canvas, degradations)
         degraded, target = without_emission(degraded, target, data.emission_scale)
-        return view_pair(rng, degraded, target, y0, x0, crop, data.channel_permutation)
+        return view_pair(rng, degraded, target, margin, margin, crop, data.channel_permutation)
+
+
+def crop_range(size: int, crop: int, margin: int) -> tuple[int, int]:
+    """``[low, high)`` of a crop's first pixel along an axis of ``size``: the crop and its
+    ``margin`` of real pixels on both sides where the patch is big enough, else anywhere."""
+    if size >= crop + 2 * margin:
+        return margin, size - crop - margin + 1
+    return 0, size - crop + 1
+
+
+def with_margin(image: np.ndarray, y0: int, x0: int, crop: int, margin: int) -> np.ndarray:
+    """``image[:, y0 - margin : y0 + crop + margin, x0 - margin : ...]``, mirrored (reflect)
+    where that window runs past the image's edge."""
+    padded = np.pad(image, ((0, 0), (margin, margin), (margin, margin)), mode="reflect")
+    return padded[:, y0 : y0 + crop + 2 * margin, x0 : x0 + crop + 2 * margin]
 
 
 def downsampled(rng: np.random.Generator, patch: np.ndarray, data: DataConfig) -> np.ndarray:

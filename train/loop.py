@@ -75,6 +75,8 @@ class Trainer:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() else torch.device("cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # NCCL's collectives and barrier use the current device
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         if cfg.optim.threads:
@@ -87,7 +89,8 @@ class Trainer:
         # A resumed run rebuilds the model from its own checkpoint: `init` may not exist here.
         self.model = (build_model(replace(cfg, init=str(checkpoint))) if resuming else build_model(cfg)).to(self.device)
         if cfg.optim.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
+            # transformers 5 renamed it (the old name warns); 4.x has only the old one.
+            (getattr(self.model, "activation_checkpointing_enable", None) or self.model.gradient_checkpointing_enable)()
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if cfg.optim.ema > 0 else None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         # fp16 needs loss scaling: without it half the gradients of the tiny model underflowed
@@ -100,6 +103,9 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         if resuming:
             self.load(checkpoint)
+            if self.is_main:
+                for log in ("train.csv", "val.csv"):
+                    drop_rows_after(self.out / log, self.step)
         self.net = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
 
     @property
@@ -188,6 +194,11 @@ class Trainer:
                     else:
                         self.ema[k].copy_(v)
         self.step += 1
+        if self.world > 1:  # log the whole batch's terms, not rank 0's share of it
+            names = sorted(totals)
+            values = torch.tensor([totals[k] for k in names], dtype=torch.float64, device=self.device)
+            dist.all_reduce(values)
+            totals = dict(zip(names, (values / self.world).tolist()))
         return {"step": self.step, "lr": lr, **totals}
 
     # -- validation ----------------------------------------------------------------------------
@@ -298,6 +309,26 @@ def flux_ratio(pred: torch.Tensor, target: torch.Tensor, threshold: float = 100.
     st = torch.nn.functional.avg_pool2d(lt, aperture, stride=1, padding=aperture // 2)
     ratios = (sp[peaks] / st[peaks]).float()
     return float(ratios.median()) if ratios.numel() else float("nan")
+
+
+def drop_rows_after(path: Path, step: int) -> None:
+    """Remove the rows of a metrics CSV logged after ``step``: a run killed between two
+    checkpoints had logged steps that the resumed run logs again (each step once in the file)."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    if len(rows) < 2 or "step" not in rows[0]:
+        return
+    column = rows[0].index("step")
+    # A row cut short by the kill (fewer fields than the header) goes too.
+    kept = [rows[0]] + [row for row in rows[1:] if len(row) == len(rows[0]) and row[column].isdigit() and int(row[column]) <= step]
+    if len(kept) == len(rows):
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        csv.writer(fh).writerows(kept)
+    os.replace(tmp, path)
 
 
 def append_csv(path: Path, row: dict) -> None:
