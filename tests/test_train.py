@@ -315,6 +315,21 @@ def test_committed_resume_state_was_trained_by_its_committed_config(state_file):
     assert state["step"] == committed["optim"]["steps"]
 
 
+def test_capacity_halves_differ_only_in_the_body():
+    """The capacity A/B is fair only if its two halves see the same data, loss and schedule:
+    everything but the name and the body's size is equal, and the bodies are the sizes the
+    configs' comments state."""
+    from astroswin.train.loop import build_model
+
+    small, medium = (load_config(CONFIGS / f"capacity_{half}.toml") for half in ("small", "medium"))
+    a, b = small.to_dict(), medium.to_dict()
+    for cfg in (a, b):
+        del cfg["name"], cfg["model_overrides"]
+    assert a == b and small.init == "" and small.model_overrides == {}
+    sizes = [sum(p.numel() for p in build_model(cfg).parameters()) for cfg in (small, medium)]
+    assert sizes == [115_707, 388_515]
+
+
 def test_config_rejects_unknown_keys(tmp_path):
     (tmp_path / "bad.toml").write_text('name = "x"\n[optim]\nlearning_rate = 1.0\n')
     with pytest.raises(ValueError, match="unknown key"):
