@@ -51,8 +51,8 @@ class Image:
     alpha : numpy.ndarray or None
         ``(A, H, W)`` TIFF extra samples (alpha), passed through untouched.
     other_images : int
-        Images in the file after the one read (FITS image HDUs, XISF images): they are not
-        restored and not written, and the CLI says so.
+        Images in the file after the one read (FITS image HDUs, XISF images, TIFF series):
+        they are not restored and not written, and the CLI says so.
     """
 
     data: np.ndarray
@@ -284,6 +284,7 @@ def read_tiff(path: Path) -> Image:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            others = len(tif.series) - 1
             data = series.asarray()
             axes = series.axes
             extras = tuple(tif.pages[0].extrasamples) if hasattr(tif.pages[0], "extrasamples") else ()
@@ -304,7 +305,7 @@ def read_tiff(path: Path) -> Image:
     data = check_image_shape(data)
     if data.dtype.kind not in "uif":
         raise EngineError(f"unsupported TIFF sample type {data.dtype}")
-    return Image(data=data, format="tiff", dtype=data.dtype, alpha=alpha, tiff_extrasamples=extras)
+    return Image(data=data, format="tiff", dtype=data.dtype, alpha=alpha, tiff_extrasamples=extras, other_images=others)
 
 
 def read_image(path: str | Path) -> Image:
@@ -334,7 +335,9 @@ def to_storage(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
         return out
     if dtype == np.float16:
         largest = float(np.finfo(np.float16).max)
-        return np.clip(data, -largest, largest).astype(dtype)
+        out = np.empty(data.shape, dtype=dtype)  # clipped straight into it: no float32 copy
+        np.clip(data, -largest, largest, out=out, casting="unsafe")
+        return out
     return data.astype(dtype, copy=False)
 
 

@@ -401,6 +401,14 @@ def test_further_images_in_a_file_are_counted(tmp_path):
     image = read_image(tmp_path / "two.xisf")
     assert image.other_images == 1
     np.testing.assert_array_equal(image.data, data)
+    with tifffile.TiffWriter(tmp_path / "two.tif") as tif:
+        tif.write(data)
+        tif.write(data[:8])
+    image = read_image(tmp_path / "two.tif")
+    assert image.other_images == 1
+    np.testing.assert_array_equal(image.data, data)
+    tifffile.imwrite(tmp_path / "one.tif", data)
+    assert read_image(tmp_path / "one.tif").other_images == 0
 
 
 def test_xisf_pixels_inside_the_header_are_one_clear_error(tmp_path):
