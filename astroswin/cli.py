@@ -162,7 +162,6 @@ def restore_file(source: Path, target: Path, model, model_name: str, settings, p
 
     ``warned`` holds the run-wide warnings already shown (one line per run, not per file).
     """
-    import numpy as np
 
     from astroswin.engine import count_tiles, restore_array
     from astroswin.engine.device import resolve_device, resolve_precision
@@ -193,10 +192,10 @@ def restore_file(source: Path, target: Path, model, model_name: str, settings, p
     fmt, store = output_format(target, image, dtype=None if dtype == "auto" else dtype)
     write_image(target, restored, image, fmt=fmt, dtype=store, history=history, overwrite=overwrite)
     ceiling, floor = clip_ceiling(fmt, store, image), clip_floor(fmt, store, image)
-    clipped = 0 if ceiling is None else int(np.count_nonzero((restored > ceiling).reshape(-1, *restored.shape[-2:]).any(axis=0)))
+    clipped = 0 if ceiling is None else _pixels_where(restored > ceiling)
     # below the floor: reported where the input itself went below it (a pedestal, a sky near
     # 0), not for the few restored values a [0, 1] image's darkest pixels dip to
-    below = 0 if floor is None or not image.low < floor else int(np.count_nonzero((restored < floor).reshape(-1, *restored.shape[-2:]).any(axis=0)))
+    below = 0 if floor is None or not image.low < floor else _pixels_where(restored < floor)
     parts = ([f"{clipped} restored pixels above {ceiling:g}"] if clipped else []) + ([f"{below} restored pixels below {floor:g} (the input's lowest value is {image.low:.6g})"] if below else [])
     if parts:
         warning(f"{target}: {' and '.join(parts)} were clipped to fit {fmt.upper()} {store}; a float32 FITS or TIFF keeps them")
@@ -205,6 +204,13 @@ def restore_file(source: Path, target: Path, model, model_name: str, settings, p
         warned.add("keywords")
         warning(_lost_keywords(fmt, source, lost))
     return time.perf_counter() - start
+
+
+def _pixels_where(mask):
+    """How many pixels (any channel) a ``(H, W)`` or ``(C, H, W)`` mask marks."""
+    import numpy as np
+
+    return int(np.count_nonzero(mask.reshape(-1, *mask.shape[-2:]).any(axis=0)))
 
 
 def _lost_keywords(fmt: str, source: Path, names: list[str], shown: int = 8) -> str:

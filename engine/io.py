@@ -26,6 +26,8 @@ FORMATS = {"fits": (".fits", ".fit", ".fts"), "xisf": (".xisf",), "tiff": (".tif
 #: FITS keywords that describe the data layout: rebuilt by astropy, never copied.
 _STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND", "BZERO", "BSCALE", "XTENSION", "PCOUNT", "GCOUNT", "CHECKSUM", "DATASUM", "BLANK"}
 _COMPRESSION = ("ZIMAGE", "ZBITPIX", "ZNAXIS", "ZTILE", "ZCMPTYPE", "ZNAME", "ZVAL", "ZQUANTIZ", "ZDITHER", "ZSIMPLE", "ZEXTEND", "ZBLANK", "ZTENSION", "ZPCOUNT", "ZGCOUNT", "ZHECKSUM", "ZDATASUM")
+#: The largest magnitude float16 holds: a float16 TIFF output is clipped to it, never inf.
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
 #: Keywords of a FITS world coordinate system (WCS, SIP distortion included).
 _WCS = re.compile(r"(WCSAXES|CTYPE|CRVAL|CRPIX|CDELT|CUNIT|CROTA|CD\d+_\d|PC\d+_\d|PV\d+_\d|A_|B_|AP_|BP_|RADESYS|EQUINOX|LONPOLE|LATPOLE)")
 
@@ -75,21 +77,24 @@ class Image:
     def low(self) -> float:
         """The input's smallest finite value (0 without a finite pixel): whether an output
         type's floor (:func:`clip_floor`) cuts the input's own values."""
-        data = self.data
-        if data.size and np.dtype(data.dtype).kind in "biu":
-            return float(data.min())
-        finite = np.isfinite(data)
-        return float(np.min(data, where=finite, initial=np.inf)) if finite.any() else 0.0
+        return _finite_extreme(self.data, np.min, 0.0)
 
 
 def _largest(data: np.ndarray, default: float) -> float:
     """The largest finite value of ``data``; ``default`` where no pixel is finite. NaN and inf
     are left out: one +inf pixel made the XISF writer's scale inf (every pixel stored as 0) and
     hid a [0, 1] input from the integer scaling."""
+    return _finite_extreme(data, np.max, default)
+
+
+def _finite_extreme(data: np.ndarray, reduce, default: float) -> float:
+    """``reduce`` (``np.max`` or ``np.min``) over the finite values of ``data``; ``default``
+    where no pixel is finite."""
     if data.size and np.dtype(data.dtype).kind in "biu":
-        return float(data.max())  # every integer is finite
+        return float(reduce(data))  # every integer is finite
     finite = np.isfinite(data)
-    return float(np.max(data, where=finite, initial=-np.inf)) if finite.any() else default
+    start = -np.inf if reduce is np.max else np.inf
+    return float(reduce(data, where=finite, initial=start)) if finite.any() else default
 
 
 def sniff_format(path: Path) -> str:
@@ -334,9 +339,8 @@ def to_storage(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
         np.clip(np.rint(np.nan_to_num(data, nan=0.0)), info.min, info.max, out=out, casting="unsafe")
         return out
     if dtype == np.float16:
-        largest = float(np.finfo(np.float16).max)
         out = np.empty(data.shape, dtype=dtype)  # clipped straight into it: no float32 copy
-        np.clip(data, -largest, largest, out=out, casting="unsafe")
+        np.clip(data, -_FLOAT16_MAX, _FLOAT16_MAX, out=out, casting="unsafe")
         return out
     return data.astype(dtype, copy=False)
 
@@ -544,7 +548,7 @@ def clip_ceiling(fmt: str, dtype: np.dtype, source: Image | None) -> float | Non
     if fmt == "xisf" and not (source is not None and source.peak > 1.0):
         return 1.0
     if fmt == "tiff" and dtype == np.float16:
-        return float(np.finfo(np.float16).max)
+        return _FLOAT16_MAX
     return None
 
 
@@ -558,7 +562,7 @@ def clip_floor(fmt: str, dtype: np.dtype, source: Image | None) -> float | None:
     if fmt == "xisf":
         return 0.0
     if fmt == "tiff" and dtype == np.float16:
-        return -float(np.finfo(np.float16).max)
+        return -_FLOAT16_MAX
     return None
 
 
