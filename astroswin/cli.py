@@ -164,6 +164,7 @@ def restore_file(source: Path, target: Path, model, model_name: str, settings, p
     """
 
     from astroswin.engine import count_tiles, restore_array
+    from astroswin.engine.cfa import check_not_mosaic
     from astroswin.engine.device import resolve_device, resolve_precision
     from astroswin.engine.io import (
         check_output,
@@ -180,6 +181,9 @@ def restore_file(source: Path, target: Path, model, model_name: str, settings, p
         raise _FileError("output would replace the input; choose another name")
     check_output(target, overwrite=overwrite)  # folder, special file, unwritable, exists: before any work
     image = read_image(source)
+    note = check_not_mosaic(image.data, *image.cfa) if image.cfa else None  # raises on a raw mosaic
+    if note:
+        warning(f"{source}: {note}")
     if image.other_images:
         warning(f"{source}: holds {image.other_images + 1} images; only the first is restored, and {target} holds only it")
     progress.start(source, target, image.data.shape, count_tiles(*image.data.shape[-2:], settings))

@@ -55,6 +55,9 @@ class Image:
     other_images : int
         Images in the file after the one read (FITS image HDUs, XISF images, TIFF series):
         they are not restored and not written, and the CLI says so.
+    cfa_element : str or None
+        The ``pattern`` of an XISF image's ``ColorFilterArray`` element (a raw mosaic); see
+        :attr:`cfa`.
     """
 
     data: np.ndarray
@@ -65,6 +68,26 @@ class Image:
     alpha: np.ndarray | None = None
     tiff_extrasamples: tuple = ()
     other_images: int = 0
+    cfa_element: str | None = None
+
+    @property
+    def cfa(self) -> tuple[str, str] | None:
+        """``(pattern, where it is named)`` if the metadata calls this a raw CFA mosaic (an XISF
+        ``ColorFilterArray`` element, or a ``BAYERPAT`` / ``COLORTYP`` keyword naming a
+        pattern), else None. Not proof: :func:`astroswin.engine.cfa.check_not_mosaic` asks
+        the pixels too."""
+        from .cfa import KEYWORDS, pattern_of
+
+        if pattern_of(self.cfa_element):
+            return pattern_of(self.cfa_element), "ColorFilterArray"
+        for name in KEYWORDS:
+            if self.header is not None:
+                value = self.header.get(name)
+            else:
+                value = next((e.get("value") for e in self.xisf_metadata.get("FITSKeywords", {}).get(name, [])), None)
+            if pattern_of(value):
+                return pattern_of(value), name
+        return None
 
     @cached_property
     def peak(self) -> float:
@@ -243,10 +266,13 @@ def read_xisf(path: Path) -> Image:
         raise EngineError(f"not a readable XISF file ({_first_line(exc)})") from None
     data = check_image_shape(_as_stored(planar, meta[0]))
     keep = {k: meta[0][k] for k in ("FITSKeywords", "XISFProperties") if k in meta[0]}
-    raw = _raw_fits_keywords(path)
-    if raw is not None:
-        keep["FITSKeywords"] = raw
-    return Image(data=data, format="xisf", dtype=np.dtype(meta[0]["dtype"]), xisf_metadata=keep, other_images=len(meta) - 1)
+    element = _first_image_element(path)
+    cfa = None
+    if element is not None:
+        keep["FITSKeywords"] = _raw_fits_keywords(element)
+        cfa = element.find(f"{_XISF_NS}ColorFilterArray")
+    return Image(data=data, format="xisf", dtype=np.dtype(meta[0]["dtype"]), xisf_metadata=keep, other_images=len(meta) - 1,
+                 cfa_element=None if cfa is None else cfa.get("pattern"))
 
 
 def _as_stored(planar: np.ndarray, meta: dict) -> np.ndarray:
@@ -261,10 +287,13 @@ def _as_stored(planar: np.ndarray, meta: dict) -> np.ndarray:
     return planar
 
 
-def _raw_fits_keywords(path: Path) -> dict | None:
-    """The first image's ``FITSKeyword`` values as the file holds them, quotes kept: the xisf
-    package strips them, and with them whether ``'0012'`` was a string. Read from the XISF
-    header (signature, uint32 little-endian length, 4 reserved bytes, XML); None if unreadable."""
+_XISF_NS = "{http://www.pixinsight.com/xisf}"
+
+
+def _first_image_element(path: Path):
+    """The XML ``Image`` element of an XISF file's first image, or None if unreadable. Read from
+    the header (signature, uint32 little-endian length, 4 reserved bytes, XML): the xisf package
+    strips keyword quotes and skips elements such as ``ColorFilterArray``."""
     import xml.etree.ElementTree as ET
 
     try:
@@ -273,11 +302,14 @@ def _raw_fits_keywords(path: Path) -> dict | None:
             root = ET.fromstring(fh.read(int.from_bytes(head[8:12], "little")))
     except (OSError, ET.ParseError):
         return None
-    image = root.find("{http://www.pixinsight.com/xisf}Image")
-    if image is None:
-        return None
+    return root.find(f"{_XISF_NS}Image")
+
+
+def _raw_fits_keywords(image_element) -> dict:
+    """The image's ``FITSKeyword`` values as the file holds them, quotes kept: the xisf package
+    strips them, and with them whether ``'0012'`` was a string."""
     keywords: dict[str, list] = {}
-    for element in image.findall("{http://www.pixinsight.com/xisf}FITSKeyword"):
+    for element in image_element.findall(f"{_XISF_NS}FITSKeyword"):
         keywords.setdefault(element.get("name", ""), []).append({"value": element.get("value", ""), "comment": element.get("comment", "")})
     return keywords
 

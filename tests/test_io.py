@@ -333,9 +333,10 @@ def test_float16_tiff_stays_float16_and_never_stores_inf(tmp_path):
     assert output_format(tmp_path / "out.fits", image)[1] == np.float32  # FITS has no float16
 
 
-def _raw_xisf(path: Path, planes: np.ndarray, **attributes: str) -> None:
+def _raw_xisf(path: Path, planes: np.ndarray, children: str = "", **attributes: str) -> None:
     """A one-image XISF file written by hand, with Image attributes the xisf package does not
-    write: ``pixelStorage="Normal"`` (pixels interleaved) and ``byteOrder="big"``."""
+    write: ``pixelStorage="Normal"`` (pixels interleaved) and ``byteOrder="big"``, and child
+    elements of the Image (``children``, XML text) such as ``ColorFilterArray``."""
     c, h, w = planes.shape
     big = attributes.get("byteOrder") == "big"
     interleaved = attributes.get("pixelStorage") == "Normal"
@@ -344,7 +345,7 @@ def _raw_xisf(path: Path, planes: np.ndarray, **attributes: str) -> None:
     extra = "".join(f' {k}="{v}"' for k, v in attributes.items())
     xml = (
         '<?xml version="1.0" encoding="UTF-8"?><xisf version="1.0" xmlns="http://www.pixinsight.com/xisf">'
-        f'<Image geometry="{w}:{h}:{c}" sampleFormat="Float32" bounds="0:1" colorSpace="{"RGB" if c == 3 else "Gray"}"{extra} location="attachment:4096:{len(block)}"/>'
+        f'<Image geometry="{w}:{h}:{c}" sampleFormat="Float32" bounds="0:1" colorSpace="{"RGB" if c == 3 else "Gray"}"{extra} location="attachment:4096:{len(block)}">{children}</Image>'
         '<Metadata><Property id="XISF:CreationTime" type="String">2024-01-01T00:00:00Z</Property>'
         '<Property id="XISF:CreatorApplication" type="String">test</Property></Metadata></xisf>'
     ).encode()
@@ -364,6 +365,25 @@ def test_xisf_interleaved_and_big_endian_pixels_are_read_as_stored(tmp_path, att
     image = read_image(tmp_path / "odd.xisf")
     assert image.data.dtype == np.float32 and image.data.dtype.isnative and image.dtype == np.float32
     np.testing.assert_array_equal(image.data, rgb)
+
+
+def test_xisf_colour_filter_array_and_fits_pattern_keywords_name_a_mosaic(tmp_path):
+    """An XISF raw frame (N.I.N.A. writes a ColorFilterArray element, which the xisf package
+    does not read) and a FITS one (BAYERPAT; MaxIm DL's COLORTYP) are known as CFA mosaics;
+    'NONE' and a colour type without a pattern are not."""
+    mono = np.full((1, 6, 8), 0.2, np.float32)
+    _raw_xisf(tmp_path / "raw.xisf", mono, children='<ColorFilterArray pattern="GBRG" width="2" height="2" name="GBRG Bayer Filter"/>'
+              '<FITSKeyword name="OBJECT" value="\'M 42\'" comment=""/>')
+    image = read_image(tmp_path / "raw.xisf")
+    assert image.cfa == ("GBRG", "ColorFilterArray") and image.xisf_metadata["FITSKeywords"]["OBJECT"][0]["value"] == "'M 42'"
+    _raw_xisf(tmp_path / "kw.xisf", mono, children='<FITSKeyword name="BAYERPAT" value="\'RGGB\'" comment=""/>')
+    assert read_image(tmp_path / "kw.xisf").cfa == ("RGGB", "BAYERPAT")
+    _raw_xisf(tmp_path / "plain.xisf", mono)
+    assert read_image(tmp_path / "plain.xisf").cfa is None
+    for cards, expected in [({"BAYERPAT": "BGGR"}, ("BGGR", "BAYERPAT")), ({"COLORTYP": "RGGB"}, ("RGGB", "COLORTYP")),
+                            ({"BAYERPAT": "NONE", "COLORTYP": "RGB"}, None), ({"COLORTYP": 0}, None)]:
+        fits.PrimaryHDU(mono[0], fits.Header(list(cards.items()))).writeto(tmp_path / "f.fits", overwrite=True)
+        assert read_image(tmp_path / "f.fits").cfa == expected, cards
 
 
 def _second_xisf_image(path: Path) -> None:
