@@ -6,14 +6,15 @@ and debayered images; over a mosaic it would blend red, green and blue sites int
 and the result could no longer be debayered. Such a frame is refused with one line that says
 what to do (debayer it first), not restored into something quietly wrong.
 
-A keyword alone is not proof: PixInsight's Debayer copies the raw frame's keywords, ``BAYERPAT``
-included, to its RGB result, and a channel extracted from that keeps them, while Siril clears
-the pattern when it debayers. So a mono image that carries a pattern is refused only when its
-pixels show it: the medians of the pattern's sites (the four pixels of a Bayer cell, the 36 of
-an X-Trans one) differ by more than :data:`SITE_CONTRAST` noise sigmas. A raw sky frame's sites
-differ by the sky's colour through the filters (green about twice red or blue in raw counts:
-tens of sigmas); a debayered or mono image's sites sample the same scene and agree to a small
-fraction of a sigma.
+In a file, a keyword alone is not proof: PixInsight's Debayer copies the raw frame's keywords,
+``BAYERPAT`` included, to its RGB result, and a channel extracted from that keeps them. So a
+mono file that carries a pattern is refused when its pixels show it: the medians of the
+pattern's sites (the four pixels of a Bayer cell, the 36 of an X-Trans one) differ by more than
+:data:`SITE_CONTRAST` noise sigmas. A raw sky frame's sites differ by the sky's colour through
+the filters (green about twice red or blue in raw counts: tens of sigmas); a debayered or mono
+image's sites sample the same scene and agree to a small fraction of a sigma. (In Siril the
+keyword is proof: Siril clears it when it debayers or splits a mosaic, and treats an image
+that has it as a mosaic; the Siril script refuses on the keyword.)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
@@ -29,8 +31,9 @@ from .errors import EngineError
 #: FITS keywords that name a CFA pattern: ``BAYERPAT`` (N.I.N.A., INDI, Siril, SharpCap...) and
 #: ``COLORTYP`` (MaxIm DL, which also writes 0 for a mono sensor: only a pattern counts).
 KEYWORDS = ("BAYERPAT", "COLORTYP")
-#: A pattern: filter letters, one per site of a square cell (4 for Bayer, 36 for X-Trans).
-_PATTERN = re.compile(r"[RGBCMYW]+")
+#: A pattern: filter letters (XISF's ``0`` for a site without a filter), one per site of a square
+#: cell (4 for Bayer, 36 for X-Trans).
+_PATTERN = re.compile(r"[RGBCMYW0]+")
 #: Sites whose medians differ by more than this many noise sigmas are a mosaic (or by more than
 #: :data:`CHANCE` times a site median's own sampling error, if that is more: on small images).
 #: Simulated RGGB frames (``tests/test_cfa.py``): raw mosaics 0.28 sigma (a 7 e- sky, red and
@@ -48,8 +51,9 @@ SAMPLE_PIXELS = 1 << 22
 
 
 def pattern_of(value) -> str | None:
-    """The CFA pattern a keyword value names (``'RGGB'``, quotes and case as written), or None
-    (missing, ``NONE``, ``0``, ``RGB``, or not a square cell of filter letters)."""
+    """The CFA pattern a keyword value names, upper-case without quotes (``'rggb '`` gives
+    ``RGGB``), or None (missing, ``NONE``, ``0``, ``RGB``, or not a square cell of filter
+    letters)."""
     if value is None:
         return None
     text = str(value).strip().strip("'").strip().upper()
@@ -59,15 +63,22 @@ def pattern_of(value) -> str | None:
     return text
 
 
+def pattern_in(keyword: Callable[[str], object]) -> tuple[str, str] | None:
+    """``(pattern, keyword name)`` for the first of :data:`KEYWORDS` that names a pattern, or
+    None. ``keyword(name)`` gives a keyword's value (None where absent): ``header.get``."""
+    for name in KEYWORDS:
+        pattern = pattern_of(keyword(name))
+        if pattern:
+            return pattern, name
+    return None
+
+
 def pattern_in_header(text: str) -> tuple[str, str] | None:
-    """``(pattern, keyword)`` from FITS header text (80-character cards, one per line or run
-    together, as hosts hand them over), or None where no :data:`KEYWORDS` card names one."""
+    """:func:`pattern_in` of FITS header text (80-character cards, one per line or run
+    together, as hosts hand them over)."""
     cards = [line[i : i + 80] for line in text.splitlines() for i in range(0, max(len(line), 1), 80)]
     values = {card[:8].strip(): card[10:].split("/")[0] for card in cards if card[8:10] == "= "}
-    for name in KEYWORDS:
-        if pattern_of(values.get(name)):
-            return pattern_of(values[name]), name
-    return None
+    return pattern_in(values.get)
 
 
 def site_contrast(data: np.ndarray, period: int) -> tuple[float, float]:
@@ -76,17 +87,20 @@ def site_contrast(data: np.ndarray, period: int) -> tuple[float, float]:
     Parameters
     ----------
     data : numpy.ndarray
-        ``(H, W)`` or ``(1, H, W)`` mono image, any real dtype; non-finite pixels are ignored.
+        ``(H, W)`` or ``(1, H, W)`` mono image, any real dtype (memory-mapped too: only the
+        sampled rows are read). Non-finite pixels are ignored, and so are exact zeros where
+        they fill more than 1% of the sample (a registration or mosaic canvas).
     period : int
         Side of the CFA cell in pixels (2 for Bayer, 6 for X-Trans).
 
     Returns
     -------
     contrast : float
-        ``(max - min)`` of the site medians over the per-pixel noise, estimated from
+        ``(max - min)`` of the site medians, less one quantisation step of the data (the
+        medians of integer data are whole numbers), over the per-pixel noise, estimated from
         differences between pixels one cell apart along rows (the same site, so the pattern
-        itself does not count as noise). 0 when the image is smaller than two cells; ``inf``
-        when the sites differ on a noiseless image.
+        itself does not count as noise). ``inf`` where the sites differ and the noise is not
+        measurable; 0 where nothing can be told (under two cells, or no data).
     chance : float
         The contrast that chance alone may reach at this sample size (:data:`CHANCE` times a
         site median's sampling error, in the same sigmas).
@@ -97,7 +111,10 @@ def site_contrast(data: np.ndarray, period: int) -> tuple[float, float]:
     if cells < 2 or w < 2 * period:
         return 0.0, math.inf
     step = max(1, (cells * period * w) // SAMPLE_PIXELS)
-    rows = np.asarray(plane[: cells * period], dtype=np.float32).reshape(cells, period, w)[::step].reshape(-1, w)
+    rows = np.array(plane[: cells * period].reshape(cells, period, w)[::step], dtype=np.float32).reshape(-1, w)
+    zeros = rows == 0
+    if zeros.mean() > 0.01:
+        rows[zeros] = np.nan
     sites = [rows[i::period, j::period] for i in range(period) for j in range(period)]
     counted = min(int(np.isfinite(site).sum()) for site in sites)
     if counted == 0:
@@ -107,14 +124,23 @@ def site_contrast(data: np.ndarray, period: int) -> tuple[float, float]:
         medians = [float(np.nanmedian(site)) for site in sites]
         same_site = rows[:, period:] - rows[:, :-period]
         sigma = 1.4826 * float(np.nanmedian(np.abs(same_site - np.nanmedian(same_site)))) / math.sqrt(2.0)
-    spread = max(medians) - min(medians)
+    spread = max(0.0, max(medians) - min(medians) - _quantum(rows))
     chance = CHANCE * 1.2533 / math.sqrt(counted)
     if not sigma > 0:
         return (math.inf if spread > 0 else 0.0), chance
     return spread / sigma, chance
 
 
-def check_not_mosaic(data: np.ndarray, pattern: str | None, source: str = "BAYERPAT") -> str | None:
+def _quantum(rows: np.ndarray) -> float:
+    """The smallest step between distinct values among the first 65536 finite samples: 1 for
+    integer data (1/65535 for 16-bit data scaled to [0, 1]), tiny for real float data."""
+    values = np.unique(rows[np.isfinite(rows)][:65536])
+    steps = np.diff(values)
+    steps = steps[steps > 0]
+    return float(steps.min()) if steps.size else 0.0
+
+
+def check_not_mosaic(data: np.ndarray, pattern: str | None, source: str) -> str | None:
     """Refuse a raw CFA mosaic; say so when a pattern keyword does not hold.
 
     Parameters
@@ -130,8 +156,8 @@ def check_not_mosaic(data: np.ndarray, pattern: str | None, source: str = "BAYER
     -------
     str or None
         None when there is nothing to say (no pattern, or a colour image: a mosaic has one
-        plane); a note when a mono image carries a pattern its pixels do not show (restored as
-        the mono image it is).
+        plane); a note when a mono image carries a pattern its pixels do not show (it is
+        restored as the mono image it is).
 
     Raises
     ------
@@ -144,10 +170,8 @@ def check_not_mosaic(data: np.ndarray, pattern: str | None, source: str = "BAYER
     contrast, chance = site_contrast(data, period)
     cell = f"{period}x{period}"
     if contrast > max(SITE_CONTRAST, chance):
-        raise EngineError(
-            f"a raw CFA mosaic ({source} {pattern}; its {cell} colour sites differ by {contrast:.3g} noise sigma): "
-            "debayer it first (Siril: Debayer; PixInsight: Debayer), since restoring a mosaic would blend its "
-            f"colours. If it is already debayered, delete its {source} and run again")
-    return (f"carries {source} {pattern}, but its {cell} sites agree within {contrast:.2g} noise sigma: "
-            "restored as an already debayered mono image")
-
+        apart = f"differ by {contrast:.3g} noise sigma" if math.isfinite(contrast) else "differ, on a frame without measurable noise"
+        remedy = "" if source == "ColorFilterArray" else f"; if it is already debayered, delete its {source} keyword"
+        raise EngineError(f"a raw CFA mosaic ({source} {pattern}; its {cell} colour sites {apart}): debayer it first "
+                          f"(Siril, PixInsight: Debayer), since restoring a mosaic would blend its colours{remedy}")
+    return f"carries {source} {pattern}, but its pixels do not show a {cell} colour pattern (sites within {contrast:.2g} noise sigma): restored as a mono image"

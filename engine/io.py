@@ -76,18 +76,14 @@ class Image:
         ``ColorFilterArray`` element, or a ``BAYERPAT`` / ``COLORTYP`` keyword naming a
         pattern), else None. Not proof: :func:`astroswin.engine.cfa.check_not_mosaic` asks
         the pixels too."""
-        from .cfa import KEYWORDS, pattern_of
+        from .cfa import pattern_in, pattern_of
 
         if pattern_of(self.cfa_element):
             return pattern_of(self.cfa_element), "ColorFilterArray"
-        for name in KEYWORDS:
-            if self.header is not None:
-                value = self.header.get(name)
-            else:
-                value = next((e.get("value") for e in self.xisf_metadata.get("FITSKeywords", {}).get(name, [])), None)
-            if pattern_of(value):
-                return pattern_of(value), name
-        return None
+        if self.header is not None:
+            return pattern_in(self.header.get)
+        keywords = self.xisf_metadata.get("FITSKeywords", {})
+        return pattern_in(lambda name: next((entry.get("value") for entry in keywords.get(name, [])), None))
 
     @cached_property
     def peak(self) -> float:
@@ -514,6 +510,24 @@ def write_xisf(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype
     keywords["HISTORY"] = list(keywords.get("HISTORY", [])) + [{"value": line, "comment": ""} for line in history]
     hwc = np.moveaxis(to_storage(stored if stored.ndim == 3 else stored[None], dtype), 0, -1)
     XISF.write(str(tmp), np.ascontiguousarray(hwc), creator_app=_creator(), image_metadata=metadata, codec=None)
+    _declare_utf8(tmp)
+
+
+#: The XML declaration the xisf package writes, and the same 38 bytes as XISF asks for it.
+_XISF_DECLARATION = (b"<?xml version='1.0' encoding='utf8'?>\n", b'<?xml version="1.0" encoding="UTF-8"?>')
+
+
+def _declare_utf8(path: Path) -> None:
+    """Name the header's encoding UTF-8, in place. The xisf package declares it as ``utf8``, a
+    name expat does not know: the header is then decoded byte by byte, and one non-ASCII
+    character (a keyword comment in "°C", an object called "Cœur") made the file unreadable to
+    that package and to this engine, after an exit status of 0."""
+    written, wanted = _XISF_DECLARATION
+    with open(path, "r+b") as fh:
+        fh.seek(16)  # signature, header length, reserved
+        if fh.read(len(written)) == written:
+            fh.seek(16)
+            fh.write(wanted)
 
 
 def write_tiff(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype, history: list[str]) -> None:

@@ -386,6 +386,23 @@ def test_xisf_colour_filter_array_and_fits_pattern_keywords_name_a_mosaic(tmp_pa
         assert read_image(tmp_path / "f.fits").cfa == expected, cards
 
 
+def test_xisf_output_with_non_ascii_metadata_reads_back(tmp_path):
+    """PixInsight headers often hold "°C" or accented names. The xisf package declared its UTF-8
+    header as 'utf8', which expat decodes byte by byte: such an output was unreadable (to that
+    package and to us) after an exit status of 0."""
+    mono = np.full((1, 6, 8), 0.25, np.float32)
+    _raw_xisf(tmp_path / "in.xisf", mono, children='<FITSKeyword name="CCD-TEMP" value="-10.0" comment="Temperature in °C"/>'
+              '<Property id="Observation:Object:Name" type="String">Cœur</Property>')
+    image = read_image(tmp_path / "in.xisf")
+    write_image(tmp_path / "out.xisf", image.data, image, history=["restauré"])
+    back = read_image(tmp_path / "out.xisf")
+    np.testing.assert_array_equal(back.data, mono[0])
+    assert back.xisf_metadata["FITSKeywords"]["CCD-TEMP"][0]["comment"] == "Temperature in °C"
+    assert back.xisf_metadata["XISFProperties"]["Observation:Object:Name"]["value"] == "Cœur"
+    assert XISF(str(tmp_path / "out.xisf")).get_images_metadata()[0]["FITSKeywords"]["HISTORY"][-1]["value"] == "restauré"
+    assert (tmp_path / "out.xisf").read_bytes()[16:54] == b'<?xml version="1.0" encoding="UTF-8"?>'
+
+
 def _second_xisf_image(path: Path) -> None:
     """Rewrite a one-image XISF file to list its image twice (both on the same data block):
     the xisf package writes one image per file. The data block is 4096-aligned, so the longer

@@ -483,29 +483,28 @@ def _header_text(**cards) -> str:
     return "\n".join(str(card) for card in fits.Header(list(cards.items())).cards)
 
 
-def test_raw_cfa_frame_is_refused_before_any_work(sp, tiny_model, tmp_path):
-    """A raw frame opened without debayering (Siril keeps BAYERPAT until it debayers): one red
-    line saying to debayer first; the model is never loaded and the image is untouched."""
-    rng = np.random.default_rng(0)
-    raw = mono_u16()
-    raw[0::2, 0::2] //= 2  # red and blue sites at half of green, as in a raw sky frame
-    raw[1::2, 1::2] = (raw[1::2, 1::2] * 0.6).astype(np.uint16)
-    raw += rng.integers(0, 30, raw.shape, dtype=np.uint16)
+@pytest.mark.parametrize("make", [mono_u16, mono_f32], ids=["raw uint16", "flat-equalised float"])
+def test_raw_cfa_frame_is_refused_before_any_work(sp, tiny_model, tmp_path, make):
+    """A raw frame opened without debayering: Siril keeps BAYERPAT until it debayers (or splits
+    the mosaic) and treats an image that has it as a mosaic, so the keyword alone refuses it,
+    whatever its pixels look like: one red line saying to debayer first; the model is never
+    loaded and the image is untouched."""
+    raw = make()
     siril = connect(sp, raw, cli=False, header=_header_text(SIMPLE=True, BAYERPAT="RGGB", XBAYROFF=0))
     rc, loaded = run_plugin(siril, ["-device=cpu"], model=tiny_model, tmp_path=tmp_path)
     assert rc == 1 and loaded == []
     assert_untouched(siril, raw)
+    assert not any(e["text"].startswith("AstroSWIN: restoring") for e in siril.logs)
     (line,) = red_lines(siril)
-    assert "raw CFA mosaic (BAYERPAT RGGB" in line and "debayer it first" in line and "Nothing was changed" in line
+    assert "raw CFA mosaic (BAYERPAT RGGB)" in line and "debayer it first" in line and "Nothing was changed" in line
 
 
-def test_debayered_image_still_carrying_bayerpat_is_restored_with_a_note(sp, tiny_model, tmp_path):
+def test_bayerpat_none_is_not_a_mosaic(sp, tiny_model, tmp_path):
     image = mono_f32()
-    siril = connect(sp, image, cli=True, header=_header_text(SIMPLE=True, BAYERPAT="RGGB"))
+    siril = connect(sp, image, cli=True, header=_header_text(SIMPLE=True, BAYERPAT="NONE"))
     rc, loaded = run_plugin(siril, ["-device=cpu"], model=tiny_model, tmp_path=tmp_path)
     assert rc == 0 and loaded
     assert_one_good_write(siril, image)
-    assert any("already debayered mono image" in e["text"] and e["color"] == "SALMON" for e in siril.logs)
 
 
 def test_unknown_model_is_an_engine_error(sp, tmp_path):

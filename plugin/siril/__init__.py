@@ -573,7 +573,7 @@ def _run(session: _Session, argv, model_loader, restore, ask_settings, config_pa
         from astroswin.engine import EngineError
         from astroswin.engine import load_model as default_loader
         from astroswin.engine import restore_array as default_restore
-        from astroswin.engine.cfa import check_not_mosaic, pattern_in_header
+        from astroswin.engine.cfa import pattern_in_header
     except ImportError as exc:
         raise _Failure(f"AstroSWIN's engine cannot be imported ({one_line(str(exc), 300)}); reinstall astroswin "
                        "(and PyTorch) in Siril's Python environment. Nothing was changed.") from None
@@ -587,14 +587,14 @@ def _run(session: _Session, argv, model_loader, restore, ask_settings, config_pa
         raise _Failure("no image is loaded in Siril: open an image first. Nothing was changed.") from None
     shape, dtype = pixels.shape, pixels.dtype
     header = _header(siril, s)
+    cfa = pattern_in_header(header or "")
+    if cfa:  # Siril clears the pattern when it debayers: here the keyword is proof
+        raise _Failure(f"this is a raw CFA mosaic ({cfa[1]} {cfa[0]}): debayer it first (Image Processing > Demosaicing, "
+                       "or open raw files debayered), since restoring a mosaic would blend its colours. Nothing was changed.")
     layout = "x".join(str(n) for n in _siril_shape(pixels))
     session.log(f"restoring {layout} {dtype} image ({settings.summary()})")
     start = time.monotonic()
     try:
-        cfa = pattern_in_header(header or "")
-        note = check_not_mosaic(pixels, *cfa) if cfa else None  # raises on a raw mosaic
-        if note:
-            session.log(note, "SALMON")
         session.progress(f"loading model '{settings.model}'", 0.0, force=True)
         model = loader(settings.model)
         if dtype == np.float32:
