@@ -81,7 +81,13 @@ def _is_candidate(path: Path, suffix: str) -> bool:
     """An image file a folder or a pattern stands for: a known extension, and not an earlier
     output (its stem ends with ``suffix``; with an empty suffix nothing is taken for one).
     Re-running ``restore "dir/*"`` once restored its own outputs again (``a_astroswin_astroswin``)."""
-    return path.is_file() and path.suffix.lower() in KNOWN_SUFFIXES and not (suffix and path.stem.endswith(suffix))
+    return path.is_file() and _image_name(path).suffix.lower() in KNOWN_SUFFIXES and not (suffix and _image_name(path).stem.endswith(suffix))
+
+
+def _image_name(path: Path) -> Path:
+    """The name without a gzip extension (``m31.fits.gz`` -> ``m31.fits``); ``.fz`` stays, an
+    fpack'd FITS extension of its own."""
+    return path.with_suffix("") if path.suffix.lower() == ".gz" else path
 
 
 def expand_inputs(inputs: tuple[str, ...], suffix: str) -> tuple[list[Path], list[str]]:
@@ -119,7 +125,7 @@ def output_path(source: Path, fmt: str, output: Path | None, output_dir: Path | 
         return output
     from astroswin.engine.io import FORMATS
 
-    name = source.with_suffix("") if source.suffix.lower() == ".fz" else source  # m31.fits.fz -> m31.fits (written uncompressed)
+    name = source.with_suffix("") if source.suffix.lower() in (".fz", ".gz") else source  # m31.fits.fz -> m31.fits (written uncompressed)
     ext = name.suffix if name.suffix.lower() in FORMATS[fmt] else CANONICAL_SUFFIX[fmt]
     return (output_dir or source.parent) / f"{name.stem}{suffix}{ext}"
 
@@ -184,6 +190,8 @@ def restore_file(source: Path, target: Path, model, model_name: str, settings, p
     note = check_not_mosaic(image.data, *image.cfa) if image.cfa else None  # raises on a raw mosaic
     if note:
         warning(f"{source}: {note}")
+    if image.alpha is not None and output_format(target, image)[0] != "tiff":
+        warning(f"{source}: its {image.alpha.shape[0]} extra (alpha) channel(s) cannot go into {target}: only a TIFF output keeps them")
     if image.other_images:
         warning(f"{source}: holds {image.other_images + 1} images; only the first is restored, and {target} holds only it")
     progress.start(source, target, image.data.shape, count_tiles(*image.data.shape[-2:], settings))

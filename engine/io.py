@@ -24,7 +24,10 @@ from .errors import EngineError
 
 FORMATS = {"fits": (".fits", ".fit", ".fts"), "xisf": (".xisf",), "tiff": (".tif", ".tiff")}
 #: FITS keywords that describe the data layout: rebuilt by astropy, never copied.
-_STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND", "BZERO", "BSCALE", "XTENSION", "PCOUNT", "GCOUNT", "CHECKSUM", "DATASUM", "BLANK"}
+#: Keywords that describe the input's values, which the restoration changes: dropped, not copied
+#: (a kept DATAMAX of 21025 over a restored peak of 110067 clips the display of viewers that use it).
+_STALE = ("DATAMIN", "DATAMAX")
+_STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND", "BZERO", "BSCALE", "XTENSION", "PCOUNT", "GCOUNT", "CHECKSUM", "DATASUM", "BLANK", *_STALE}
 _COMPRESSION = ("ZIMAGE", "ZBITPIX", "ZNAXIS", "ZTILE", "ZCMPTYPE", "ZNAME", "ZVAL", "ZQUANTIZ", "ZDITHER", "ZSIMPLE", "ZEXTEND", "ZBLANK", "ZTENSION", "ZPCOUNT", "ZGCOUNT", "ZHECKSUM", "ZDATASUM")
 #: The largest magnitude float16 holds: a float16 TIFF output is clipped to it, never inf.
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -133,11 +136,25 @@ def sniff_format(path: Path) -> str:
         raise EngineError("empty file")
     if head.startswith(b"SIMPLE  ="):
         return "fits"
+    if head.startswith(b"\x1f\x8b"):  # gzip: astropy reads a gzipped FITS file as it is
+        if _gunzipped_head(path).startswith(b"SIMPLE  ="):
+            return "fits"
+        raise EngineError("gzip-compressed, and not a FITS file inside; decompress it first")
     if head.startswith(b"XISF0100"):
         return "xisf"
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         return "tiff"
     raise EngineError("not a FITS, XISF or TIFF file (unrecognised content)")
+
+
+def _gunzipped_head(path: Path) -> bytes:
+    import gzip
+
+    try:
+        with gzip.open(path, "rb") as fh:
+            return fh.read(16)
+    except (OSError, EOFError) as exc:
+        raise EngineError(f"not a readable gzip file ({_first_line(exc)})") from None
 
 
 def format_for_suffix(path: Path) -> str | None:
@@ -310,6 +327,11 @@ def _raw_fits_keywords(image_element) -> dict:
     return keywords
 
 
+#: TIFF photometric interpretations read as they are: grey with black at 0, and RGB. Inverted
+#: grey (MINISWHITE) was restored upside down, palette indices and CMYK as if they were light.
+_TIFF_PHOTOMETRIC = ("MINISBLACK", "RGB")
+
+
 def read_tiff(path: Path) -> Image:
     """First series of a TIFF: mono, RGB, or either with extra (alpha) samples."""
     import tifffile
@@ -321,14 +343,17 @@ def read_tiff(path: Path) -> Image:
             data = series.asarray()
             axes = series.axes
             extras = tuple(tif.pages[0].extrasamples) if hasattr(tif.pages[0], "extrasamples") else ()
+            photometric = tifffile.PHOTOMETRIC(tif.pages[0].photometric).name
     except Exception as exc:
         raise EngineError(f"not a readable TIFF file ({_first_line(exc)})") from None
-    if axes in ("QYX", "IYX"):  # pages of one grey sample each: frames, not colour planes
-        raise EngineError(f"a TIFF of {data.shape[0]} grey pages (a stack of frames?): one image per file is restored; save the frames as separate files")
+    if photometric not in _TIFF_PHOTOMETRIC:
+        raise EngineError(f"a TIFF of {photometric.lower()} pixels (not grey or RGB values, which are all that is restored); convert it to grey or RGB first")
     if axes.endswith("S"):  # interleaved samples: (H, W, S) -> (S, H, W)
         data = np.moveaxis(data, -1, 0)
-    elif data.ndim == 3 and axes.endswith("YX"):  # planar samples (SYX) or channels (CYX)
+    elif axes == "SYX" or (axes == "CYX" and data.shape[0] == 3):  # planar samples; an ImageJ colour composite
         pass
+    elif data.ndim == 3 and axes.endswith("YX"):  # pages of one grey sample each (T, Z, Q, I, C...): frames
+        raise EngineError(f"a TIFF of {data.shape[0]} grey pages (axes {axes}: a stack of frames?): one image per file is restored; save the frames as separate files")
     elif data.ndim != 2:
         raise EngineError(f"unsupported TIFF layout (axes {axes}, shape {data.shape})")
     alpha = None
@@ -491,7 +516,7 @@ def write_xisf(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype
         metadata.setdefault("FITSKeywords", {})
         # FITS value syntax (strings quoted, numbers bare), so PixInsight and FITS writers read
         # the types back; a keyword set in code may come unquoted.
-        metadata["FITSKeywords"] = {name: [{**entry, "value": _keyword_text(name, _fits_value(name, entry.get("value", "")))} for entry in entries] for name, entries in metadata["FITSKeywords"].items()}
+        metadata["FITSKeywords"] = {name: [{**entry, "value": _keyword_text(name, _fits_value(name, entry.get("value", "")))} for entry in entries] for name, entries in metadata["FITSKeywords"].items() if name not in _STALE}
     elif image is not None and image.header is not None:
         for card in fits_header(image.header, []).cards:
             metadata["FITSKeywords"].setdefault(card.keyword, []).append({"value": _keyword_text(card.keyword, card.value), "comment": card.comment})

@@ -136,6 +136,31 @@ def test_fpacked_fits_in_a_folder_is_restored_under_a_plain_name(tmp_path, tiny_
     assert out["ESO DET GAIN"] == 1.5
 
 
+def test_gzipped_fits_in_a_folder_is_restored_under_a_plain_name(tmp_path, tiny_model_dir):
+    """A folder scan skipped m31.fits.gz without a word, and named, it was 'unrecognised'."""
+    import gzip
+
+    data = np.random.default_rng(0).normal(1000, 20, (24, 24)).astype(np.float32)
+    fits.PrimaryHDU(data).writeto(tmp_path / "plain.fits")
+    (tmp_path / "m31.fits.gz").write_bytes(gzip.compress((tmp_path / "plain.fits").read_bytes()))
+    (tmp_path / "plain.fits").unlink()
+    (tmp_path / "notes.txt.gz").write_bytes(gzip.compress(b"log"))
+    result = run("restore", tmp_path, "--model", tiny_model_dir, "--progress", "none")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    np.testing.assert_allclose(fits.getdata(tmp_path / "m31_astroswin.fits"), data, rtol=1e-6)
+
+
+def test_alpha_a_fits_output_cannot_hold_is_named(tmp_path, tiny_model_dir):
+    rgba = np.random.default_rng(0).integers(1000, 2000, (16, 18, 4), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "in.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
+    result = run("restore", tmp_path / "in.tif", "-o", tmp_path / "out.fits", "--model", tiny_model_dir, "--progress", "none")
+    assert result.returncode == 0, result.stderr
+    assert "astroswin: warning:" in result.stderr and "1 extra (alpha) channel(s) cannot go into" in result.stderr
+    assert fits.getdata(tmp_path / "out.fits").shape == (3, 16, 18)
+    kept = run("restore", tmp_path / "in.tif", "--model", tiny_model_dir, "--progress", "none")
+    assert kept.returncode == 0 and kept.stderr == "" and tifffile.imread(tmp_path / "in_astroswin.tif").shape == (16, 18, 4)
+
+
 def test_json_progress_contract(mono_fits, tiny_model_dir):
     """The contract the PixInsight script reads: JSON lines only on stdout, in this order."""
     out = mono_fits.with_name("out.fits")

@@ -272,6 +272,69 @@ def test_multi_page_grey_tiff_is_refused_not_read_as_colour(tmp_path, pages):
         np.testing.assert_array_equal(read_image(tmp_path / "planar.tif").data, frames)
 
 
+@pytest.mark.parametrize(("axes", "planes"), [("TYX", 3), ("ZYX", 3), ("TYX", 2), ("CYX", 2), ("CYX", 4)])
+def test_imagej_stacks_are_refused_not_read_as_colour(tmp_path, axes, planes):
+    """ImageJ stacks of frames (time, depth, or channels other than three) were read as colour:
+    three frames became R, G and B, a second frame an alpha channel, and were restored so."""
+    frames = np.random.default_rng(0).integers(900, 1100, (planes, 8, 9), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "stack.tif", frames, imagej=True, metadata={"axes": axes})
+    with pytest.raises(EngineError, match=f"{planes} grey pages \\(axes {axes}"):
+        read_image(tmp_path / "stack.tif")
+
+
+def test_imagej_three_channel_composite_is_colour(tmp_path):
+    planes = np.random.default_rng(1).integers(900, 1100, (3, 8, 9), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "rgb.tif", planes, imagej=True, metadata={"axes": "CYX"})
+    np.testing.assert_array_equal(read_image(tmp_path / "rgb.tif").data, planes)
+
+
+@pytest.mark.parametrize("photometric", ["miniswhite", "palette", "separated"])
+def test_tiff_values_that_are_not_light_are_refused(tmp_path, photometric):
+    """Inverted grey was restored upside down and written back as ordinary grey; palette indices
+    and CMYK inks were restored as if they were light."""
+    shape = (8, 9, 4) if photometric == "separated" else (8, 9)
+    data = np.random.default_rng(2).integers(0, 200, shape, dtype=np.uint8)
+    extra = {"colormap": np.zeros((3, 256), np.uint16)} if photometric == "palette" else {}
+    tifffile.imwrite(tmp_path / "odd.tif", data, photometric=photometric, **extra)
+    with pytest.raises(EngineError, match=f"a TIFF of {photometric} pixels"):
+        read_image(tmp_path / "odd.tif")
+
+
+def test_gzipped_fits_is_read_and_other_gzip_named(tmp_path):
+    import gzip
+
+    data = np.arange(20 * 30, dtype=np.float32).reshape(20, 30)
+    fits.PrimaryHDU(data, fits.Header([("OBJECT", "M 1")])).writeto(tmp_path / "m1.fits")
+    (tmp_path / "m1.fits.gz").write_bytes(gzip.compress((tmp_path / "m1.fits").read_bytes()))
+    image = read_image(tmp_path / "m1.fits.gz")
+    np.testing.assert_array_equal(image.data, data)
+    assert image.format == "fits" and image.header["OBJECT"] == "M 1"
+    (tmp_path / "notes.fits.gz").write_bytes(gzip.compress(b"not a FITS file at all"))
+    with pytest.raises(EngineError, match="gzip-compressed, and not a FITS file inside"):
+        read_image(tmp_path / "notes.fits.gz")
+    (tmp_path / "cut.fits.gz").write_bytes(gzip.compress((tmp_path / "m1.fits").read_bytes())[:10])
+    with pytest.raises(EngineError, match="not a readable gzip file"):
+        read_image(tmp_path / "cut.fits.gz")
+
+
+def test_data_range_keywords_are_dropped_not_copied(tmp_path):
+    """DATAMIN / DATAMAX describe the input's values; kept, a DATAMAX of 21025 over a restored
+    peak of 110067 clips the display in viewers that use it."""
+    header = fits.Header([("DATAMIN", 0.0), ("DATAMAX", 21025.0), ("OBJECT", "M 51")])
+    fits.PrimaryHDU(np.ones((6, 7), np.float32), header).writeto(tmp_path / "in.fits")
+    image = read_image(tmp_path / "in.fits")
+    for name in ("out.fits", "out.xisf"):
+        write_image(tmp_path / name, np.full((6, 7), 5e4, np.float32), image)
+    out = fits.getheader(tmp_path / "out.fits")
+    assert "DATAMAX" not in out and "DATAMIN" not in out and out["OBJECT"] == "M 51"
+    keywords = read_image(tmp_path / "out.xisf").xisf_metadata["FITSKeywords"]
+    assert "DATAMAX" not in keywords and "OBJECT" in keywords
+    write_image(tmp_path / "again.xisf", np.ones((6, 7), np.float32), read_image(tmp_path / "out.xisf"))
+    _raw_xisf(tmp_path / "pi.xisf", np.ones((1, 6, 7), np.float32), children='<FITSKeyword name="DATAMAX" value="1.0" comment=""/>')
+    write_image(tmp_path / "pi_out.xisf", np.full((6, 7), 0.5, np.float32), read_image(tmp_path / "pi.xisf"))
+    assert "DATAMAX" not in read_image(tmp_path / "pi_out.xisf").xisf_metadata["FITSKeywords"]
+
+
 def test_integer_output_is_rounded_and_clipped(tmp_path):
     tifffile.imwrite(tmp_path / "in.tif", np.zeros((4, 4), np.uint16))
     image = read_image(tmp_path / "in.tif")
