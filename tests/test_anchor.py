@@ -208,3 +208,21 @@ def test_the_bundled_model_keeps_a_bright_white_stars_flux_and_colour():
     fluxes = (out[box] - SKY).sum(axis=(1, 2)) / star[box[1:]].sum()
     assert np.all(np.abs(fluxes - 1) < 0.01), fluxes
     assert np.ptp(fluxes) < 0.005, fluxes
+
+
+@pytest.mark.parametrize("colour", [(0.0, 1.0, 0.0), (1.0, 1.0, 0.0)], ids=["green only", "red and green"])
+def test_a_star_in_some_channels_only_keeps_each_channels_flux(colour):
+    """Narrowband palettes put light in one channel alone. The network alone kept 0.34 of a
+    green-only star's flux and gave a red+green star 2.8x in red; the anchor, limited to a
+    factor of 2, left them at 0.68 and 1.42."""
+    from astroswin.engine import RestoreSettings, load_model, restore_array
+
+    rng = np.random.default_rng(0)
+    flux = 2e4 * 2 * np.pi * 1.3**2
+    star = gaussian_stars((96, 96), [(48.3, 47.6)], [flux], 1.3 * 2.3548)
+    observed = (SKY + np.asarray(colour)[:, None, None] * star + rng.normal(0, SIGMA, (3, 96, 96))).astype(np.float32)
+    out = restore_array(observed, load_model("small"), RestoreSettings(device="cpu", threads=1))
+    box = (slice(None), slice(33, 64), slice(33, 64))
+    fluxes = (out[box] - SKY).sum(axis=(1, 2)) / star[box[1:]].sum()
+    lit = np.asarray(colour) > 0
+    np.testing.assert_allclose(fluxes[lit], 1.0, atol=0.05)
