@@ -60,13 +60,27 @@ def test_case_noise_is_the_observed_noise_of_the_light_under_the_stars():
         assert np.std(z[region]) == pytest.approx(1.0, rel=0.06)
 
 
-def test_truth_against_itself_measures_unity():
-    truth, _, _ = star_scene()
-    table = bq.star_table(truth, truth, background=50.0, noise=5.0)
-    assert len(table) >= 5
-    np.testing.assert_allclose(table[:, bq.FWHM], 1.0, atol=1e-9)
-    np.testing.assert_allclose(table[:, [bq.FLUX, bq.WIDE]], 1.0, atol=1e-9)
-    assert bq.summarise(table)["halo"] > -1e-3  # a star on a flat sky has no dark ring
+def test_a_blurred_dimmed_copy_measures_its_known_ratios():
+    """Gaussian stars (FWHM 1.5 px) against a copy blurred by a Gaussian of FWHM 2 px and
+    dimmed to 80%: the copy's stars are Gaussians of FWHM hypot(1.5, 2) = 2.5 px, and a fit
+    to pixel-integrated data sees FWHM^2 + 2.3548^2 / 12 (see test_measure), so the FWHM
+    ratio is 1.573 (1.667 without the pixels' term); both flux ratios are 0.8, the 2.5 px
+    stars lying wholly within the apertures. (The truth against itself measured 1 for any
+    deterministic measure, a swapped or mis-scaled one included.)"""
+    from conftest import gaussian_stars
+
+    rng = np.random.default_rng(0)
+    grid = np.arange(18.0, 80.0, 20.0)
+    positions = np.array([(y, x) for y in grid for x in grid]) + rng.uniform(-0.5, 0.5, (16, 2))
+    flux = np.full(16, 5000.0)
+    truth = 50.0 + gaussian_stars((96, 96), positions, flux, 1.5)[None]
+    blurred = 50.0 + gaussian_stars((96, 96), positions, 0.8 * flux, np.hypot(1.5, 2.0))[None]
+    table = bq.star_table(blurred, truth, background=50.0, noise=5.0)
+    assert len(table) == 16
+    pixel = 2.3548**2 / 12
+    np.testing.assert_allclose(table[:, bq.FWHM], np.sqrt((1.5**2 + 2.0**2 + pixel) / (1.5**2 + pixel)), rtol=0.01)
+    np.testing.assert_allclose(table[:, [bq.FLUX, bq.WIDE]], 0.8, rtol=1e-4)
+    assert bq.summarise(table)["halo"] > -1e-3  # a blur on a flat sky leaves no dark ring
 
 
 def test_blur_widens_stars_and_spills_flux_out_of_the_aperture():

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,15 +246,16 @@ def test_unreadable_source_is_skipped(tmp_path):
 
 def test_folder_patches_trains_on_the_split(tmp_path):
     """The lead's loader (train/data.py FolderPatches) reads this output directly."""
-    data_mod = pytest.importorskip("astroswin.train.data")
-    degrade_mod = pytest.importorskip("astroswin.train.degrade")
+    from astroswin.train.config import DataConfig
+    from astroswin.train.data import FolderPatches
+    from astroswin.train.degrade import DegradeConfig
+
     names = [f"s{i}.fits" for i in range(12)]
     make_sources(tmp_path / "src", names, size=64)
     out = tmp_path / "out"
     assert run(tmp_path / "src", "--out", out, "--size", 64, "--split", "0.5,0.25,0.25").exit_code == 0
     for split in mp.SPLITS:
-        folder = data_mod.FolderPatches(out, split)
+        folder = FolderPatches(out, split)
         assert len(folder) > 0
-    config_mod = pytest.importorskip("astroswin.train.config")
-    x, y = data_mod.FolderPatches(out, "train").example(0, config_mod.DataConfig(crop=48), degrade_mod.DegradeConfig())
+    x, y = FolderPatches(out, "train").example(0, DataConfig(crop=48), DegradeConfig())
     assert x.shape == y.shape == (3, 48, 48) and np.isfinite(x).all() and np.isfinite(y).all()

@@ -28,6 +28,18 @@ def test_aperture_flux_and_detection():
     assert find_stars(image, threshold=1.0).tolist() == [[20, 20], [40, 44]]
 
 
+def test_detection_drops_stars_at_the_edges():
+    """A star closer to an edge than ``border`` is dropped (its aperture would be cut), on
+    every side; one just inside is kept."""
+    inside = [(30.0, 30.0)]
+    near_edges = [(3.0, 30.0), (60.0, 30.0), (30.0, 3.0), (30.0, 60.0)]  # 3 px from each edge
+    image = gaussian_stars((64, 64), inside + near_edges, [1000.0] * 5, 2.0)
+    assert find_stars(image, threshold=1.0).tolist() == [[30, 30]]
+    assert len(find_stars(image, threshold=1.0, border=2)) == 5  # the edge stars are there
+    kept = gaussian_stars((64, 64), [(8.0, 8.0), (55.0, 55.0)], [1000.0, 500.0], 2.0)
+    assert find_stars(kept, threshold=1.0).tolist() == [[8, 8], [55, 55]]  # exactly ``border`` px in
+
+
 def test_ring_means_and_halo_of_a_dark_ring():
     image = gaussian_stars((41, 41), [(20.0, 20.0)], [1000.0], 2.0)
     yy, xx = np.mgrid[:41, :41]

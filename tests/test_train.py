@@ -538,9 +538,12 @@ def _same_run(a: Path, b: Path) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_signal_finishes_the_step_and_resumes_exactly(tmp_path, signum):
     """Ctrl-C landing between the optimiser update and the step count once saved a checkpoint
-    one update ahead of its step: the resumed run differed from an uninterrupted one."""
+    one update ahead of its step: the resumed run differed from an uninterrupted one. After
+    training the caller's Ctrl-C / SIGTERM handlers are back (the trainer's own, left installed,
+    would turn a later Ctrl-C into a silent stop request)."""
     from astroswin.train.loop import Trainer
 
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     cfg = _tiny(tmp_path, **{"log.checkpoint_every": 100})
     Trainer(cfg, tmp_path / "straight").run()
     stopped = Trainer(cfg, tmp_path / "stopped")
@@ -558,7 +561,8 @@ def test_a_stop_signal_finishes_the_step_and_resumes_exactly(tmp_path, signum):
     assert state["step"] == 2 and state["optimizer"]["state"][0]["step"].item() == 2
     Trainer(cfg, tmp_path / "stopped", resume=True).run()
     _same_run(tmp_path / "straight", tmp_path / "stopped")
-    assert signal.getsignal(signal.SIGINT) is not None and signal.getsignal(signal.SIGINT) != signal.SIG_IGN
+    for s, handler in handlers.items():  # the caller's own handlers are back, not the trainer's
+        assert signal.getsignal(s) is handler
 
 
 def test_a_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(tmp_path):

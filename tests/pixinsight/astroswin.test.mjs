@@ -862,6 +862,27 @@ test("Settings: defaults when nothing stored; round trip under the AstroSWIN/ pr
    assert.equal(r.strength, 1);
 });
 
+test("stub: Settings types must match, on write and on read", () => {
+   // Without this, the script could read a value with another DataType than it wrote
+   // (PixInsight then gives no value) and still pass the round trip above.
+   const env = createEnv();
+   const { Settings } = env.load();
+   const T = CONSTANTS;
+   for (const [type, good, bad] of [[T.DataType_Boolean, true, 1], [T.DataType_Int32, -5, 1.5],
+                                    [T.DataType_UInt32, 7, -1], [T.DataType_Float, 0.5, "0.5"],
+                                    [T.DataType_Double, 0.25, "0.25"], [T.DataType_String, "cpu", 3]]) {
+      assert.throws(() => Settings.write("k", type, bad), /expected/, `type ${type} took ${bad}`);
+      Settings.write("k", type, good);
+      assert.equal(Settings.read("k", type), good);
+      assert.equal(Settings.lastReadOK, true);
+      const other = type === T.DataType_String ? T.DataType_Double : T.DataType_String;
+      assert.equal(Settings.read("k", other), null);
+      assert.equal(Settings.lastReadOK, false);
+   }
+   assert.throws(() => Settings.write("k", 999, 1), /bad data type/);
+   assert.throws(() => Settings.read("k", 999), /bad data type/);
+});
+
 test("dialog: controls reflect and update the parameters", () => {
    const env = createEnv();
    const ctx = env.load();

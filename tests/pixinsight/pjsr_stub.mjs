@@ -9,7 +9,11 @@
 //   - saveAs() must get its 5 arguments and never query options;
 //   - ExternalProcess.start() must get a program and an ARRAY of string args;
 //   - ImageWindow.open() returns an array (empty when the file can't be read);
-//   - File.remove() throws on a missing file (or a folder); Settings types must match;
+//   - File.remove() throws on a missing file (or a folder);
+//   - Settings types must match: Settings.write() throws on an unknown DataType or a value
+//     not of its type (Boolean: a boolean; Int32/UInt32: an integer in range; Float/Double:
+//     a number; String: a string); Settings.read() of a key stored with another DataType
+//     fails like a missing key (lastReadOK false, null), as PixInsight gives no value then;
 //   - folders as in PCL's File (pcl/File.cpp): File.exists() is true for files only,
 //     File.directoryExists() for folders only; File.createDirectory() throws when the
 //     folder (or a file of that name) exists, or a parent is missing without
@@ -614,19 +618,28 @@ export function createEnv(options = {}) {
    });
 
    // ---- Settings ---------------------------------------------------------
+   // DataType -> [what a value of it must be, the check].
+   const SETTINGS_TYPES = new Map([
+      [CONSTANTS.DataType_Boolean, ["a boolean", (v) => typeof v === "boolean"]],
+      [CONSTANTS.DataType_Int32, ["an Int32", (v) => Number.isInteger(v) && v >= -(2 ** 31) && v < 2 ** 31]],
+      [CONSTANTS.DataType_UInt32, ["a UInt32", (v) => Number.isInteger(v) && v >= 0 && v < 2 ** 32]],
+      [CONSTANTS.DataType_Float, ["a number", (v) => typeof v === "number"]],
+      [CONSTANTS.DataType_Double, ["a number", (v) => typeof v === "number"]],
+      [CONSTANTS.DataType_String, ["a string", (v) => typeof v === "string"]],
+   ]);
    const Settings = {
       lastReadOK: false,
       read(key, type) {
-         if (!Object.values(CONSTANTS).includes(type)) throw new TypeError("Settings.read: bad data type");
-         if (!env.settings.has(key)) { Settings.lastReadOK = false; return null; }
+         if (!SETTINGS_TYPES.has(type)) throw new TypeError(`Settings.read ${key}: bad data type ${type}`);
+         const stored = env.settings.get(key);
+         if (stored === undefined || stored.type !== type) { Settings.lastReadOK = false; return null; }
          Settings.lastReadOK = true;
-         return env.settings.get(key).value;
+         return stored.value;
       },
       write(key, type, value) {
-         if (type === CONSTANTS.DataType_Double && typeof value !== "number")
-            throw new TypeError(`Settings.write ${key}: number expected`);
-         if (type === CONSTANTS.DataType_String && typeof value !== "string")
-            throw new TypeError(`Settings.write ${key}: string expected`);
+         const rule = SETTINGS_TYPES.get(type);
+         if (rule === undefined) throw new TypeError(`Settings.write ${key}: bad data type ${type}`);
+         if (!rule[1](value)) throw new TypeError(`Settings.write ${key}: ${rule[0]} expected, got ${typeof value} ${value}`);
          env.settings.set(key, { type, value });
          env.settingsWrites.push(key);
       },
