@@ -32,6 +32,7 @@ from .device import autocast, resolve_device, resolve_precision
 from .emission import BAND_VALUES, EMISSION_SCALE, EmissionMap, smooth_emission
 from .errors import EngineError
 from .normalize import Stretch, estimate_stretch, no_data, stretch, unstretch
+from .saturated import clipped_star_weight
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -545,13 +546,14 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
 
 def _finish(out: np.ndarray, image: np.ndarray, strength: float, saturation: np.ndarray | None, params: Stretch, workers: int = 1) -> None:
     """Flux anchor (:mod:`astroswin.engine.anchor`, on ``workers`` threads), strength blend,
-    then put back the input's pixels without data (``no_data``) and its saturated ones; in row
-    bands.
+    then put back the input's pixels without data (``no_data``) and its clipped stars (their
+    plateaus and shoulders, soft-edged: :mod:`astroswin.engine.saturated`); in row bands.
 
     A band's anchor needs :data:`~astroswin.engine.anchor.MARGIN` rows of the network's output
     above and below it; the rows above were anchored with the previous band, so their output
-    as it was is kept aside (``above``). The saturated pixels enter both of the anchor's sums
-    as the input's values, so a clipped core counts as the same light in and out.
+    as it was is kept aside (``above``). The clipped stars are left out of the anchor's sums:
+    counted as the same light in and out, one 30 px from an unclipped star swamped the wide
+    box's ratio there, and that star kept 0.85 of its flux.
     """
     c, h, w = out.shape
     background = params.background.astype(np.float32).reshape(c, 1, 1)
@@ -562,18 +564,24 @@ def _finish(out: np.ndarray, image: np.ndarray, strength: float, saturation: np.
         restored = np.concatenate([above, out[:, a:hi]], axis=1)
         above = restored[:, max(0, b - lo - MARGIN) : b - lo].copy()
         bad = no_data(src, params.blank)
-        keep = bad | (src >= saturation[:, None, None]) if saturation is not None else bad
-        restored[keep] = src[keep]
+        clipped = clipped_star_weight(src, saturation, params.background) if saturation is not None else None
+        if clipped is not None:  # clipped stars are the input's, with a soft edge (engine/saturated.py)
+            restored += clipped * (np.nan_to_num(src) - restored)
+        restored[bad] = src[bad]
         dst = out[:, a:b]
         dst -= background
-        scale_band(dst, src, restored, params.background, params.noise, ~bad, a - lo, workers)
+        counted = ~bad if clipped is None else ~bad & (clipped < 1)  # a clipped star in a box swamped its ratio
+        scale_band(dst, src, restored, params.background, params.noise, counted, a - lo, workers)
         dst += background
-        src, keep = src[:, a - lo : b - lo], keep[:, a - lo : b - lo]
+        src, bad = src[:, a - lo : b - lo], bad[:, a - lo : b - lo]
         if strength < 1.0:
             dst *= strength
             dst += (1.0 - strength) * np.nan_to_num(src, nan=0.0, posinf=0.0, neginf=0.0)
-        if keep.any():
-            dst[keep] = src[keep]
+        if clipped is not None:
+            clipped = clipped[:, a - lo : b - lo]
+            dst += clipped * (np.nan_to_num(src) - dst)
+        if bad.any():
+            dst[bad] = src[bad]
 
 
 def count_tiles(height: int, width: int, settings: RestoreSettings) -> int:
