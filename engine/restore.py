@@ -5,7 +5,7 @@ The pipeline never holds more than the input (which may be memory-mapped), one f
 buffer of the input's size, a batch of tiles and the smooth emission's bins (1/16 of the
 image; :class:`~astroswin.engine.emission.EmissionMap`): tiles are read, cleaned (NaN/inf filled),
 stretched and replicated to three channels on the fly. Non-finite pixels come back exactly as
-they were (a NaN border stays NaN); clipped plateaus (saturated star cores) are passed through.
+they were (a NaN border stays NaN); clipped (saturated) stars are given back as the input has them.
 
 Speed: on large images the model runs through ``torch.compile`` (about 2-3x faster on a CPU,
 measured by ``scripts/bench.py``), whose compiled graph is cached on disk, so only the first
@@ -32,7 +32,7 @@ from .device import autocast, resolve_device, resolve_precision
 from .emission import BAND_VALUES, EMISSION_SCALE, EmissionMap, smooth_emission
 from .errors import EngineError
 from .normalize import Stretch, estimate_stretch, no_data, stretch, unstretch
-from .saturated import clipped_star_weight
+from .saturated import CONTEXT, clipped_star_weight
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -564,7 +564,7 @@ def _finish(out: np.ndarray, image: np.ndarray, strength: float, saturation: np.
         restored = np.concatenate([above, out[:, a:hi]], axis=1)
         above = restored[:, max(0, b - lo - MARGIN) : b - lo].copy()
         bad = no_data(src, params.blank)
-        clipped = clipped_star_weight(src, saturation, params.background) if saturation is not None else None
+        clipped = _clipped_stars(image, lo, hi, saturation, params) if saturation is not None else None
         if clipped is not None:  # clipped stars are the input's, with a soft edge (engine/saturated.py)
             restored += clipped * (np.nan_to_num(src) - restored)
         restored[bad] = src[bad]
@@ -582,6 +582,15 @@ def _finish(out: np.ndarray, image: np.ndarray, strength: float, saturation: np.
             dst += clipped * (np.nan_to_num(src) - dst)
         if bad.any():
             dst[bad] = src[bad]
+
+
+def _clipped_stars(image: np.ndarray, lo: int, hi: int, saturation: np.ndarray, params: Stretch) -> np.ndarray | None:
+    """:func:`~astroswin.engine.saturated.clipped_star_weight` of rows ``lo:hi``, from those rows
+    and :data:`~astroswin.engine.saturated.CONTEXT` more on each side (a band's weights match
+    the whole image's): ``(1, hi - lo, W)``, or None."""
+    first, last = max(0, lo - CONTEXT), min(image.shape[1], hi + CONTEXT)
+    weight = clipped_star_weight(np.asarray(image[:, first:last], dtype=np.float32), saturation, params.background, params.noise)
+    return None if weight is None else weight[None, lo - first : hi - first]
 
 
 def count_tiles(height: int, width: int, settings: RestoreSettings) -> int:

@@ -226,3 +226,20 @@ def test_a_star_in_some_channels_only_keeps_each_channels_flux(colour):
     fluxes = (out[box] - SKY).sum(axis=(1, 2)) / star[box[1:]].sum()
     lit = np.asarray(colour) > 0
     np.testing.assert_allclose(fluxes[lit], 1.0, atol=0.05)
+
+
+@pytest.mark.parametrize("edge", ["first row", "last column"])
+def test_a_bright_edge_line_the_network_took_out_does_not_scale_stars_near_it(edge):
+    """A stack's bright edge row, removed by the network, is a line of spikes; padded with its
+    own values its 3x3 medians were bright, it was never taken for spikes, and stars 12-20 px
+    from it were scaled by 1.3-1.8."""
+    rng = np.random.default_rng(5)
+    stars = gaussian_stars((96, 96), [(14.0, 40.0), (50.0, 80.0)], [2e4, 2e4], 3.0)[None]
+    observed = SKY + stars + rng.normal(0, SIGMA, (1, 96, 96))
+    restored = SKY + stars + rng.normal(0, SIGMA, (1, 96, 96))  # the network: stars kept, line gone
+    line = (slice(None), 0, slice(None)) if edge == "first row" else (slice(None), slice(None), -1)
+    observed[line] += 2000.0
+    gain = flux_gain(observed.astype(np.float32), restored.astype(np.float32), np.array([SKY]), SIGMA, np.ones(observed.shape, bool))
+    near = (slice(None), slice(4, 25), slice(30, 51)) if edge == "first row" else (slice(None), slice(40, 61), slice(70, 91))
+    scaled = ((restored[near] - SKY) * gain[near]).sum() / stars[near].sum()
+    assert scaled == pytest.approx(1.0, abs=0.05)
