@@ -159,7 +159,7 @@ def removed_spikes(observed: np.ndarray, restored: np.ndarray, background: np.nd
         return candidates
     # Beyond the edge is sky: padded with the edge's own values, a bright first or last row (a
     # stack's edge) made its 3x3 medians bright, was never taken for spikes, and its removal
-    # scaled stars 12-20 px away by 1.3-1.8.
+    # scaled stars 12-20 px away by 1.3-2.8.
     padded = np.broadcast_to(background, (observed.shape[0], observed.shape[1] + 2, observed.shape[2] + 2)).astype(observed.dtype)
     padded[:, 1:-1, 1:-1] = np.where(valid, observed, background)
     around = np.stack([padded[c, y + dy, x + dx] for dy in range(3) for dx in range(3)])  # (9, N), centre at 4
