@@ -61,6 +61,8 @@ class Image:
     cfa_element : str or None
         The ``pattern`` of an XISF image's ``ColorFilterArray`` element (a raw mosaic); see
         :attr:`cfa`.
+    tiff_tags : dict
+        A TIFF's orientation, ICC profile and resolution, as tifffile writer arguments.
     """
 
     data: np.ndarray
@@ -72,6 +74,7 @@ class Image:
     tiff_extrasamples: tuple = ()
     other_images: int = 0
     cfa_element: str | None = None
+    tiff_tags: dict = field(default_factory=dict)
 
     @property
     def cfa(self) -> tuple[str, str] | None:
@@ -344,6 +347,7 @@ def read_tiff(path: Path) -> Image:
             axes = series.axes
             extras = tuple(tif.pages[0].extrasamples) if hasattr(tif.pages[0], "extrasamples") else ()
             photometric = tifffile.PHOTOMETRIC(tif.pages[0].photometric).name
+            tags = _kept_tiff_tags(tif.pages[0])
     except Exception as exc:
         raise EngineError(f"not a readable TIFF file ({_first_line(exc)})") from None
     if photometric not in _TIFF_PHOTOMETRIC:
@@ -363,7 +367,22 @@ def read_tiff(path: Path) -> Image:
     data = check_image_shape(data)
     if data.dtype.kind not in "uif":
         raise EngineError(f"unsupported TIFF sample type {data.dtype}")
-    return Image(data=data, format="tiff", dtype=data.dtype, alpha=alpha, tiff_extrasamples=extras, other_images=others)
+    return Image(data=data, format="tiff", dtype=data.dtype, alpha=alpha, tiff_extrasamples=extras, other_images=others, tiff_tags=tags)
+
+
+def _kept_tiff_tags(page) -> dict:
+    """What a TIFF output keeps of the input's page: its orientation (dropped, a viewer showed
+    the restored image turned or mirrored against the input), ICC profile and resolution, as
+    tifffile's writer arguments."""
+    tags = {}
+    orientation = page.tags.get("Orientation")
+    if orientation is not None and orientation.value not in (None, 1):
+        tags["extratags"] = [(274, "H", 1, int(orientation.value), True)]
+    if page.iccprofile:
+        tags["iccprofile"] = bytes(page.iccprofile)
+    if page.tags.get("XResolution") is not None:
+        tags["resolution"], tags["resolutionunit"] = tuple(page.resolution), int(page.resolutionunit)
+    return tags
 
 
 def read_image(path: str | Path) -> Image:
@@ -566,7 +585,8 @@ def write_tiff(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype
     colour = data.shape[0] if data.ndim == 3 else 1
     photometric = "rgb" if colour == 3 else "minisblack"
     hwc = np.moveaxis(planes, 0, -1) if planes.shape[0] > 1 else planes[0]
-    tifffile.imwrite(tmp, hwc, photometric=photometric, planarconfig="contig" if planes.shape[0] > 1 else None, extrasamples=extrasamples or None, software=_creator(), description="\n".join(history), metadata=None)
+    kept = image.tiff_tags if image is not None else {}
+    tifffile.imwrite(tmp, hwc, photometric=photometric, planarconfig="contig" if planes.shape[0] > 1 else None, extrasamples=extrasamples or None, software=_creator(), description="\n".join(history), metadata=None, **kept)
 
 
 def _creator() -> str:

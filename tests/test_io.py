@@ -335,6 +335,25 @@ def test_data_range_keywords_are_dropped_not_copied(tmp_path):
     assert "DATAMAX" not in read_image(tmp_path / "pi_out.xisf").xisf_metadata["FITSKeywords"]
 
 
+def test_tiff_orientation_icc_profile_and_resolution_are_kept(tmp_path):
+    """Dropped, a viewer showed the restored image turned against the input (Orientation 3:
+    rotated 180 degrees) and without its colour profile."""
+    rgb = np.random.default_rng(3).integers(1000, 5000, (8, 9, 3), dtype=np.uint16)
+    icc = b"\x00\x00\x02\x0clcms" + bytes(120)
+    tifffile.imwrite(tmp_path / "in.tif", rgb, photometric="rgb", iccprofile=icc, resolution=(300, 300), resolutionunit="INCH", extratags=[(274, "H", 1, 3, True)])
+    image = read_image(tmp_path / "in.tif")
+    write_image(tmp_path / "out.tif", image.data.astype(np.float32), image)
+    with tifffile.TiffFile(tmp_path / "out.tif") as tif:
+        page = tif.pages[0]
+        assert page.tags["Orientation"].value == 3 and bytes(page.iccprofile) == icc
+        assert page.resolution == (300.0, 300.0) and int(page.resolutionunit) == 2
+        np.testing.assert_array_equal(page.asarray(), rgb)
+    tifffile.imwrite(tmp_path / "plain.tif", rgb[..., 0])
+    write_image(tmp_path / "plain_out.tif", read_image(tmp_path / "plain.tif").data.astype(np.float32), read_image(tmp_path / "plain.tif"))
+    with tifffile.TiffFile(tmp_path / "plain_out.tif") as tif:
+        assert "Orientation" not in tif.pages[0].tags and not tif.pages[0].iccprofile
+
+
 def test_integer_output_is_rounded_and_clipped(tmp_path):
     tifffile.imwrite(tmp_path / "in.tif", np.zeros((4, 4), np.uint16))
     image = read_image(tmp_path / "in.tif")
