@@ -81,7 +81,8 @@ def _is_candidate(path: Path, suffix: str) -> bool:
     """An image file a folder or a pattern stands for: a known extension, and not an earlier
     output (its stem ends with ``suffix``; with an empty suffix nothing is taken for one).
     Re-running ``restore "dir/*"`` once restored its own outputs again (``a_astroswin_astroswin``)."""
-    return path.is_file() and _image_name(path).suffix.lower() in KNOWN_SUFFIXES and not (suffix and _image_name(path).stem.endswith(suffix))
+    name = _image_name(path)
+    return path.is_file() and name.suffix.lower() in KNOWN_SUFFIXES and not (suffix and name.stem.endswith(suffix))
 
 
 def _image_name(path: Path) -> Path:

@@ -84,8 +84,9 @@ class Image:
         the pixels too."""
         from .cfa import pattern_in, pattern_of
 
-        if pattern_of(self.cfa_element):
-            return pattern_of(self.cfa_element), "ColorFilterArray"
+        element = pattern_of(self.cfa_element)
+        if element:
+            return element, "ColorFilterArray"
         if self.header is not None:
             return pattern_in(self.header.get)
         keywords = self.xisf_metadata.get("FITSKeywords", {})
