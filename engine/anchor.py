@@ -38,9 +38,18 @@ BOX = 31
 #: Side of the square over which the factor is averaged, px: continuous, yet a compact star's
 #: pixels (within 8 px of it) only average boxes that hold all of its light.
 SMOOTHING = 15
+#: Shortest run of pixels along a row or column that :func:`removed_spikes` takes for a line, px.
+#: A star's arm of pixels that lost more than half their light, standing out across, is at
+#: most 4 long (a compact star, FWHM 2.5 px, of 10^6 sigma), and the core, which a
+#: deconvolution raises, breaks it.
+LINE_RUN = 7
+#: Pixels across a line over which :func:`removed_spikes` takes the median: a line up to 3 px
+#: wide stands above it, a star wider than about 3 px FWHM does not.
+LINE_ACROSS = 7
 #: Rows of context a band of rows needs on each side: the wide box's and the average's half
-#: sides, and two more for the spike test (its 3x3 neighbourhood, then the growth to neighbours).
-MARGIN = BOX + SMOOTHING // 2 + 2
+#: sides, and what the spike test needs beyond them (the growth to neighbours, a run of
+#: :data:`LINE_RUN` along a column, and its last pixel's neighbour).
+MARGIN = BOX + SMOOTHING // 2 + LINE_RUN + 1
 #: The correction starts where a box's mean input light is this many times its noise, and is
 #: whole at twice that.
 SIGNIFICANCE = 10.0
@@ -141,15 +150,28 @@ def _ratio(light_in: np.ndarray, light_out: np.ndarray, counted: np.ndarray, sid
 
 
 def removed_spikes(observed: np.ndarray, restored: np.ndarray, background: np.ndarray, noise: float, valid: np.ndarray) -> np.ndarray:
-    """``(C, H, W)`` bool: hot pixels and cosmic-ray hits that the network took out.
+    """``(C, H, W)`` bool: hot pixels, cosmic-ray hits and thin lines that the network took out.
 
-    Left in the sums, one hot pixel of 500 sigma doubled the flux of a faint star 6-10 px away.
-    A spike is a local maximum (no brighter pixel among its 8 neighbours: a star's wing has
-    one) more than :data:`SIGNIFICANCE` noise sigmas above the background, standing more than
-    half its height above the median of its 3x3 neighbourhood (a star's core, spread over a
-    FWHM of 1.5 px or more, does not), that lost more than half its height to the network (a
-    deconvolution raises star cores). Its neighbours that lost more than half theirs go with it
-    (a cosmic ray's short track). Arguments as :func:`flux_gain`, ``background`` ``(C, 1, 1)``.
+    Left in the sums, one hot pixel of 500 sigma doubled the flux of a faint star 6-10 px away,
+    and a hot column of 300 sigma (1-2 px wide) scaled 30 sigma stars up to 22 px from it by
+    1.25-4. Candidates are pixels more than :data:`SIGNIFICANCE` noise sigmas above the
+    background that lost more than half their height to the network (a deconvolution raises
+    star cores). Of them:
+
+    - a spike is a local maximum (no brighter pixel among its 8 neighbours: a star's wing has
+      one) standing more than half its height above the median of its 3x3 neighbourhood (a
+      star's core, spread over a FWHM of 1.5 px or more, does not);
+    - a line is a run of at least :data:`LINE_RUN` pixels along a row or column, each standing
+      more than half its height above the median of the :data:`LINE_ACROSS` pixels across the
+      run, and within a factor of 2 of its neighbours along it: a hot or bad column or row, or a
+      stack's bright edge, up to 3 px wide. Along a star's row or column the light falls off
+      faster than that within 2 px of its core wherever it stands out across (FWHM below about
+      3 px), so no star makes such a run, even one the network dimmed as a whole. A line at
+      another angle is not caught; a satellite trail, as wide as the stars, the network keeps
+      (``train/configs/trails.toml``).
+
+    Their neighbours that lost more than half theirs go with them (a cosmic ray's short track,
+    a line's edges). Arguments as :func:`flux_gain`, ``background`` ``(C, 1, 1)``.
     """
     height = observed - background
     with np.errstate(invalid="ignore"):
@@ -160,14 +182,42 @@ def removed_spikes(observed: np.ndarray, restored: np.ndarray, background: np.nd
     # Beyond the edge is sky: padded with the edge's own values, a bright first or last row (a
     # stack's edge) made its 3x3 medians bright, was never taken for spikes, and its removal
     # scaled stars 12-20 px away by 1.3-2.8.
-    padded = np.broadcast_to(background, (observed.shape[0], observed.shape[1] + 2, observed.shape[2] + 2)).astype(observed.dtype)
-    padded[:, 1:-1, 1:-1] = np.where(valid, observed, background)
-    around = np.stack([padded[c, y + dy, x + dx] for dy in range(3) for dx in range(3)])  # (9, N), centre at 4
-    value = observed[c, y, x]
-    peak = (value >= np.delete(around, 4, axis=0).max(axis=0)) & (value - np.median(around, axis=0) > 0.5 * height[c, y, x])
+    pad = LINE_ACROSS // 2
+    padded = np.broadcast_to(background, (observed.shape[0], observed.shape[1] + 2 * pad, observed.shape[2] + 2 * pad)).astype(observed.dtype)
+    padded[:, pad:-pad, pad:-pad] = np.where(valid, observed, background)
+    y, x = y + pad, x + pad
+    value, half_height = observed[c, y - pad, x - pad], 0.5 * height[c, y - pad, x - pad]
+    around = np.stack([padded[c, y + dy, x + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)])  # (9, N), centre at 4
+    peak = (value >= np.delete(around, 4, axis=0).max(axis=0)) & (value - np.median(around, axis=0) > half_height)
     spikes = np.zeros_like(candidates)
-    spikes[c[peak], y[peak], x[peak]] = True
+    spikes[c[peak], y[peak] - pad, x[peak] - pad] = True
+    across = np.arange(-pad, pad + 1)
+    for axis in (1, 2):  # runs along columns (axis 1, the median across a row) and along rows
+        step = (1, 0) if axis == 1 else (0, 1)
+        along = np.stack([padded[c, y - step[0], x - step[1]], padded[c, y + step[0], x + step[1]]]) - background[c, 0, 0]
+        even = np.nonzero(((along > half_height) & (along < 4 * half_height)).all(axis=0))[0]  # neighbours within 2x of its height
+        if even.size < LINE_RUN:
+            continue
+        ce, ye, xe = c[even], y[even], x[even]
+        line = padded[ce, ye, xe + across[:, None]] if axis == 1 else padded[ce, ye + across[:, None], xe]
+        stands = value[even] - np.median(line, axis=0) > half_height[even]
+        cs, ys, xs = ce[stands], ye[stands] - pad, xe[stands] - pad
+        keep = _in_long_runs(cs, xs, ys) if axis == 1 else _in_long_runs(cs, ys, xs)
+        spikes[cs[keep], ys[keep], xs[keep]] = True
     return ndimage.binary_dilation(spikes, np.ones((1, 3, 3), bool)) & candidates
+
+
+def _in_long_runs(channel: np.ndarray, line: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """Which of the pixels ``(channel, line, position)`` (1-D index arrays, no repeats) lie in a
+    run of at least :data:`LINE_RUN` consecutive positions on their line: a binary opening
+    by a :data:`LINE_RUN` px segment, on the few pixels it could keep."""
+    order = np.lexsort((position, line, channel))
+    c, n, p = channel[order], line[order], position[order]
+    follows = (c[1:] == c[:-1]) & (n[1:] == n[:-1]) & (p[1:] == p[:-1] + 1)
+    run = np.concatenate([[0], np.cumsum(~follows)])
+    keep = np.zeros(order.size, bool)
+    keep[order] = np.bincount(run)[run] >= LINE_RUN
+    return keep
 
 
 def _box_fraction(valid: np.ndarray, side: int) -> np.ndarray:

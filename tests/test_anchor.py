@@ -84,6 +84,42 @@ def test_hot_pixels_and_cosmic_rays_the_network_took_out_do_not_count(monkeypatc
     assert flux_gain(observed, restored, *args)[0][25:36, 35:46].max() > 1.5  # counted, they pull it up
 
 
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_hot_columns_and_rows_the_network_took_out_do_not_count(width):
+    """A hot column of 300 sigma, 1-2 px wide, once scaled 30 sigma stars up to 22 px from it by
+    1.25-4 (``scripts/trail_photometry.py``'s frame): a line of candidates, each too like its
+    neighbours along the line to be a local maximum, that the 3x3 spike test missed."""
+    from astroswin.engine import anchor
+
+    observed = _field(flux=2e4)
+    restored = SKY + 0.8 * (observed - SKY)  # the network kept 0.8 of the stars, and took out:
+    observed[0, :, 52 : 52 + width] += 300 * SIGMA  # a hot column 12 px from the star at (30, 40)
+    observed[0, 80 : 80 + width, 60:170] += 100 * SIGMA  # a bad row segment 20 px from the star at (60, 100)
+    args = (np.array([SKY]), SIGMA, np.ones_like(observed, bool))
+    spikes = anchor.removed_spikes(observed, restored, args[0].reshape(-1, 1, 1), SIGMA, args[2])[0]
+    lines = np.zeros_like(spikes)
+    lines[:, 52 : 52 + width] = lines[80 : 80 + width, 60:170] = True
+    np.testing.assert_array_equal(spikes, lines)
+    gain = flux_gain(observed, restored, *args)[0]
+    np.testing.assert_allclose(gain[25:36, 35:46], 1.25, rtol=1e-5)
+    np.testing.assert_allclose(gain[55:66, 95:106], 1.25, rtol=1e-3)
+
+
+@pytest.mark.parametrize("fwhm", [1.5, 2.0, 2.5, 3.5])
+def test_a_star_the_network_dimmed_whole_is_not_taken_for_a_line(fwhm):
+    """The row and column through a compact star stand out across like a line's; along them
+    its light falls off too fast to make a run, however bright it is."""
+    from astroswin.engine import anchor
+
+    yy, xx = np.mgrid[:64, :64]
+    sigma = fwhm / 2.3548
+    star = 1e6 * SIGMA * np.exp(-0.5 * ((yy - 32.3) ** 2 + (xx - 31.8) ** 2) / sigma**2)
+    observed = (SKY + star)[None].astype(np.float32)
+    restored = SKY + 0.1 * (observed - SKY)  # every pixel lost 90%
+    spikes = anchor.removed_spikes(observed, restored, np.full((1, 1, 1), SKY, np.float32), SIGMA, np.ones_like(observed, bool))
+    assert spikes.sum() <= 9  # at most the core and its neighbours, as a hot pixel (what the 3x3 test always did)
+
+
 @pytest.mark.parametrize("kept", [0.1, 0.0])
 def test_the_factor_is_clipped(kept):
     """Also where the network kept no light at all (the ratio's denominator 0): the upper
@@ -121,14 +157,22 @@ def test_pixels_without_data_count_like_pixels_outside_the_image():
     assert np.isfinite(gain).all() and (cut != 1).any()
 
 
-def test_a_band_with_its_margin_gets_the_whole_images_factors():
-    observed = _field()
+@pytest.mark.parametrize("line_row", [None, 3, 12])
+def test_a_band_with_its_margin_gets_the_whole_images_factors(line_row):
+    """Also with a hot column across the band and a hot row in its context rows, which the
+    network took out: the spike test's runs reach beyond the band."""
+    a = MARGIN + 10
+    b = a + 30
+    observed = _field((b + MARGIN + 10, 180))
     restored = SKY + 0.7 * (observed - SKY) + np.float32(20.0)
+    if line_row is not None:
+        observed[0, :, 150] += 300 * SIGMA
+        observed[0, a - MARGIN + line_row, 60:120] += 300 * SIGMA
     args = (np.array([SKY]), SIGMA)
     whole = flux_gain(observed, restored, *args, np.ones_like(observed, bool))
-    a, b = 40, 70
     band = flux_gain(observed[:, a - MARGIN : b + MARGIN], restored[:, a - MARGIN : b + MARGIN], *args, np.ones((1, b - a + 2 * MARGIN, 180), bool))
     np.testing.assert_allclose(band[:, MARGIN:-MARGIN], whole[:, a:b], rtol=1e-5)
+    assert (whole[:, a:b] != 1).any()
 
 
 def test_shapes_are_checked():
