@@ -1013,3 +1013,46 @@ def test_resume_drops_the_rows_logged_after_its_checkpoint(tmp_path):
     for name, steps in (("train.csv", ["1", "2", "3", "4"]), ("val.csv", ["2", "4"])):
         with (tmp_path / "run" / name).open(newline="") as fh:
             assert [row["step"] for row in csv.DictReader(fh)] == steps, name
+
+
+def test_satellite_trail_is_a_line_as_wide_as_the_target_psf_with_its_flux_per_pixel():
+    from astroswin.train.scenes import satellite_trail
+
+    for seed, fwhm in ((0, 1.0), (1, 1.5), (2, 1.2)):
+        trail = satellite_trail(np.random.default_rng(seed), (160, 160), 3, fwhm)
+        assert trail.shape == (3, 160, 160) and trail.min() >= 0
+        grey = trail.mean(axis=0)
+        yy, xx = np.mgrid[:160, :160]
+        weights = grey / grey.sum()
+        mean = np.array([(weights * yy).sum(), (weights * xx).sum()])
+        centred = np.stack([yy - mean[0], xx - mean[1]])
+        covariance = np.einsum("ihw,jhw,hw->ij", centred, centred, weights)
+        across, along = np.sqrt(np.linalg.eigvalsh(covariance))
+        assert across == pytest.approx(fwhm / psf.FWHM_PER_SIGMA, rel=0.05)  # the stars' width, any angle
+        assert along > 30  # a line across the frame, not a star
+        # the light per pixel of length is the drawn flux times a glint of +-50% at most
+        per_length = grey.sum() / (grey > grey.max() * 1e-3).sum() * (2 * 3.3 * fwhm / psf.FWHM_PER_SIGMA)
+        assert 10 ** 1.0 * 0.4 < per_length < 10 ** 3.5 * 1.6
+        ratios = trail.sum(axis=(1, 2)) / grey.sum()
+        assert np.all((ratios > 0.85) & (ratios < 1.15))  # sunlight: nearly white
+    assert satellite_trail(np.random.default_rng(0), (64, 64), 1, 1.2).shape == (1, 64, 64)
+
+
+def test_trail_probability_adds_a_trail_to_input_and_target_and_changes_nothing_else():
+    from astroswin.train.config import DataConfig
+    from astroswin.train.data import synthetic_scene
+
+    with pytest.raises(ValueError, match="trail_probability"):
+        DataConfig(trail_probability=1.5)
+    added = 0
+    for seed in range(6):
+        _, kind, plain, stars = synthetic_scene(seed, DataConfig())
+        _, kind_t, trailed, stars_t = synthetic_scene(seed, DataConfig(trail_probability=0.5))
+        assert kind_t == kind
+        np.testing.assert_array_equal(stars_t, stars)
+        extra = trailed - plain
+        assert extra.min() >= -1e-9 * plain.max()
+        if extra.max() > 0:
+            added += 1
+            assert (extra.mean(axis=0) > extra.max() * 0.01).sum() > 64  # a line across the canvas
+    assert 0 < added < 6

@@ -63,6 +63,10 @@ class DataConfig:
     #: channel's own behaviour: a white star must come back white (the shipped weights return
     #: one 5-15% off between channels, tests of 2026-11-27). Off: the stream as before.
     channel_permutation: bool = False
+    #: Probability that a scene gets a satellite trail (:func:`astroswin.train.scenes.satellite_trail`)
+    #: in input and target alike, so the network keeps a trail's light rather than taking it
+    #: out like a cosmic ray. 0 draws nothing (earlier configs' examples stay as they were).
+    trail_probability: float = 0.0
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -71,6 +75,8 @@ class DataConfig:
             raise ValueError("data.target 'starless' needs each scene's star layer, which only synthetic scenes have: set data.folder_fraction to 0")
         if not 0 <= self.downsample_probability <= 1 or self.downsample_max < 2:
             raise ValueError(f"data.downsample_probability must be in [0, 1] and data.downsample_max >= 2, got {self.downsample_probability} and {self.downsample_max}")
+        if not 0 <= self.trail_probability <= 1:
+            raise ValueError(f"data.trail_probability must be in [0, 1], got {self.trail_probability}")
         if self.downsample_probability > 0 and self.folder_fraction == 0:
             raise ValueError("data.downsample_probability applies to folder patches (the user's big images); with data.folder_fraction 0 it would do nothing")
 

@@ -32,7 +32,7 @@ from astroswin.engine.normalize import estimate_stretch, stretch
 
 from .config import DataConfig
 from .degrade import DegradeConfig, convolve, degrade
-from .scenes import make_scene
+from .scenes import make_scene, satellite_trail
 
 
 def to_three_channels(image: np.ndarray) -> np.ndarray:
@@ -90,6 +90,9 @@ def synthetic_scene(seed: int, data: DataConfig) -> tuple[np.random.Generator, s
     channels = 1 if rng.uniform() < data.mono_fraction else 3
     size = data.crop + 2 * data.margin
     scene, info = make_scene(seed, (size, size), channels=channels, kind=kind, nebula_level_log10=data.nebula_level_log10)
+    trail_rng = np.random.default_rng([seed, 11])  # its own stream: a trail changes nothing else in the example
+    if data.trail_probability and trail_rng.uniform() < data.trail_probability:
+        scene = scene + satellite_trail(trail_rng, (size, size), channels, info["target_fwhm"])
     brightness = 10 ** rng.uniform(*data.brightness_log10)  # SNR spread: faint to bright fields
     return rng, kind, scene * brightness, info["stars"] * brightness
 

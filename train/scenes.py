@@ -13,6 +13,9 @@ Three kinds, mixed by :func:`make_scene`:
   (``RandomKnots``), with dust lanes, over a sparse star field;
 * nebulae: log-normal turbulent textures (power-law spectra) with filaments and dark lanes,
   different per emission line in RGB, plus stars.
+
+Any of them may also get a satellite trail (:func:`satellite_trail`), added by the training
+data (``data.trail_probability``).
 """
 
 from __future__ import annotations
@@ -172,6 +175,36 @@ def nebula(rng, shape, channels, target_fwhm, level_log10: tuple[float, float] =
 
     scene = np.stack([gaussian_filter(c, target_fwhm / FWHM_PER_SIGMA, mode="wrap") for c in scene])
     return scene, star_field(rng, shape, channels, target_fwhm)
+
+
+#: log10 range of a satellite trail's flux per pixel of its length, scene units (before the
+#: stream's brightness multiplier): blurred to FWHM 4 px and in the training data's typical
+#: noise, about 1 to 300 sigma at its crest.
+TRAIL_FLUX_LOG10 = (1.0, 3.5)
+
+
+def satellite_trail(rng, shape, channels, target_fwhm, flux_log10: tuple[float, float] = TRAIL_FLUX_LOG10) -> np.ndarray:
+    """A straight satellite or aircraft trail across the scene, ``(C, H, W)``.
+
+    A trail is a moving point source: across it, its profile is the PSF's line spread, as wide
+    as the stars (here the target PSF's Gaussian; the degradation blurs it like everything
+    else). Along it, its brightness glints: a smooth modulation of up to +-50%. Sunlight
+    reflected off a satellite, so nearly white. The bundled weights without trails in training
+    kept 0.38-0.64 of a 500-3000 sigma trail of the stars' width (the flux anchor then scaled
+    30 sigma stars 9-16 px from it by 1.25-1.9).
+    """
+    h, w = shape
+    sigma = target_fwhm / FWHM_PER_SIGMA
+    angle = rng.uniform(0, np.pi)
+    cy, cx = rng.uniform(h / 4, 3 * h / 4), rng.uniform(w / 4, 3 * w / 4)  # through the middle, where the crop is
+    yy, xx = np.mgrid[:h, :w]
+    across = (xx - cx) * np.sin(angle) - (yy - cy) * np.cos(angle)
+    along = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
+    flux = 10 ** rng.uniform(*flux_log10)
+    glint = 1 + rng.uniform(0, 0.5) * np.sin(along / rng.uniform(5, 40) + rng.uniform(0, 2 * np.pi))
+    profile = flux * glint * np.exp(-0.5 * (across / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
+    colour = np.ones(channels) if channels == 1 else rng.uniform(0.9, 1.1, channels)
+    return colour[:, None, None] * profile[None]
 
 
 def make_scene(seed: int, shape: tuple[int, int], channels: int | None = None, kind: str | None = None, target_fwhm: float | None = None, nebula_level_log10: tuple[float, float] = NEBULA_LEVEL_LOG10) -> tuple[np.ndarray, dict]:
