@@ -209,15 +209,13 @@ def removed_spikes(observed: np.ndarray, restored: np.ndarray, background: np.nd
         line = padded[ce, ye, xe + across[:, None]] if axis == 1 else padded[ce, ye + across[:, None], xe]
         stands = value[even] - np.median(line, axis=0) > half_height[even]
         cs, ys, xs = ce[stands], ye[stands] - pad, xe[stands] - pad
-        gained = restored - observed if axis == 1 else np.swapaxes(restored - observed, 1, 2)  # runs along axis 1
         for ch, n, first, length in zip(*(_long_runs(cs, xs, ys) if axis == 1 else _long_runs(cs, ys, xs))):
             ends = np.r_[max(0, first - LINE_REACH) : first, first + length : first + length + LINE_REACH]
-            if (gained[ch, ends[ends < gained.shape[1]], n] > SIGNIFICANCE * noise).any():
+            ends = ends[ends < observed.shape[axis]]
+            at = (ch, ends, n) if axis == 1 else (ch, n, ends)
+            if (restored[at] - observed[at] > SIGNIFICANCE * noise).any():
                 continue  # a star's diffraction spike: its light went into the core at its end
-            if axis == 1:
-                spikes[ch, first : first + length, n] = True
-            else:
-                spikes[ch, n, first : first + length] = True
+            spikes[(ch, slice(first, first + length), n) if axis == 1 else (ch, n, slice(first, first + length))] = True
     return ndimage.binary_dilation(spikes, np.ones((1, 3, 3), bool)) & candidates
 
 
