@@ -14,8 +14,8 @@ columns of 1-3 px at 300 sigma; faint stars (peak 30 sigma, FWHM 3.5 px) sit at 
   with the line alone (no stars);
 - *stars at D px*: a star's flux within 6 px, taken as the difference between restorations of
   the same noise with and without the stars (so the trail's light is not counted), over its
-  true flux; the median of the stars at that distance and of the noise draws. The last column
-  is the same stars with no trail, for reference.
+  true flux; the median of the stars at that distance and of the noise draws. The last row is
+  the same stars with no line, for reference.
 
 Each cell is the engine as it ships (flux anchor on) / the network alone (the anchor skipped;
 ``engine/anchor.py``), the gap between them being what the anchor does.
@@ -37,9 +37,9 @@ import numpy as np
 from astroswin.engine import RestoreSettings, load_model, restore_array
 
 SKY, NOISE, SIZE, FWHM = 1000.0, 10.0, 256, 3.5
+GAUSSIAN_SIGMA = FWHM / (2 * np.sqrt(2 * np.log(2)))
 #: label, crest height in noise sigmas, and the profile across the line (1 at its crest) of
 #: the offset from its axis, px.
-GAUSSIAN_SIGMA = FWHM / (2 * np.sqrt(2 * np.log(2)))
 LINES = (
     *((f"trail, {crest} sigma", crest, lambda d: np.exp(-0.5 * (d / GAUSSIAN_SIGMA) ** 2)) for crest in (10, 100, 500, 3000)),
     *((f"hot column {width} px, 300 sigma", 300, lambda d, w=width: ((d >= -0.5) & (d < w - 0.5)).astype(float)) for width in (1, 2, 3)),
@@ -108,7 +108,7 @@ def table(model, realizations: int) -> str:
         cells = [f"{kept:.3f} / {kept_alone:.3f}"] + [f"{a:.2f} / {b:.2f}" for a, b in zip(stars, stars_alone)]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     cells = ["-"] + [f"{a:.2f} / {b:.2f}" for a, b in zip(reference, reference_alone)]
-    lines.append("| no trail | " + " | ".join(cells) + " |")
+    lines.append("| no line | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
