@@ -173,8 +173,8 @@ def removed_spikes(observed: np.ndarray, restored: np.ndarray, background: np.nd
       faster than that within 2 px of its core wherever it stands out across (FWHM below about
       3 px), so no star makes such a run, even one the network dimmed as a whole. A star's
       diffraction spike does make one, but its light went into the star's core, which the
-      network raised: a run with such a pixel within :data:`LINE_REACH` px beyond an end is a
-      spike, and counts. A line at another angle is not caught; satellite trails, as wide as
+      network raised: a run that fades away from such a pixel within :data:`LINE_REACH` px
+      beyond an end is a spike, and counts (:func:`_is_diffraction_spike`). A line at another angle is not caught; satellite trails, as wide as
       the stars, are the network's to keep (``bench/trail_photometry.md``).
 
     Their neighbours that lost more than half theirs go with them (a cosmic ray's short track,
@@ -210,13 +210,33 @@ def removed_spikes(observed: np.ndarray, restored: np.ndarray, background: np.nd
         stands = value[even] - np.median(line, axis=0) > half_height[even]
         cs, ys, xs = ce[stands], ye[stands] - pad, xe[stands] - pad
         for ch, n, first, length in zip(*(_long_runs(cs, xs, ys) if axis == 1 else _long_runs(cs, ys, xs))):
-            ends = np.r_[max(0, first - LINE_REACH) : first, first + length : first + length + LINE_REACH]
-            ends = ends[ends < observed.shape[axis]]
-            at = (ch, ends, n) if axis == 1 else (ch, n, ends)
-            if (restored[at] - observed[at] > SIGNIFICANCE * noise).any():
-                continue  # a star's diffraction spike: its light went into the core at its end
-            spikes[(ch, slice(first, first + length), n) if axis == 1 else (ch, n, slice(first, first + length))] = True
+            run = (ch, slice(first, first + length), n) if axis == 1 else (ch, n, slice(first, first + length))
+            if _is_diffraction_spike(observed[run] - background[ch, 0, 0], restored, observed, noise, (ch, n), first, axis):
+                continue
+            spikes[run] = True
     return ndimage.binary_dilation(spikes, np.ones((1, 3, 3), bool)) & candidates
+
+
+def _is_diffraction_spike(heights: np.ndarray, restored: np.ndarray, observed: np.ndarray, noise: float, at: tuple[int, int], first: int, axis: int) -> bool:
+    """Whether a run of ``heights`` (above the background) starting at ``first`` along ``axis``
+    of channel and line ``at`` is a star's diffraction spike: a pixel the network raised by
+    more than :data:`SIGNIFICANCE` noise sigmas (a deconvolved core) lies within
+    :data:`LINE_REACH` px beyond an end, and the run fades away from it (its half nearer that
+    end holds 1.5x the light of the farther half). A hot column that only passes a star is
+    even along, and stays a line."""
+    ch, n = at
+    size = observed.shape[axis]
+
+    def raised(lo: int, hi: int) -> bool:
+        span = np.arange(max(0, lo), min(size, hi))
+        where = (ch, span, n) if axis == 1 else (ch, n, span)
+        return bool((restored[where] - observed[where] > SIGNIFICANCE * noise).any())
+
+    before = raised(first - LINE_REACH, first)
+    after = raised(first + heights.size, first + heights.size + LINE_REACH)
+    half = heights.size // 2
+    head, tail = heights[:half].sum(), heights[-half:].sum()
+    return (before and head > 1.5 * tail) or (after and tail > 1.5 * head)
 
 
 def _long_runs(channel: np.ndarray, line: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -105,6 +105,25 @@ def test_hot_columns_and_rows_the_network_took_out_do_not_count(width):
     np.testing.assert_allclose(gain[55:66, 95:106], 1.25, rtol=1e-3)
 
 
+def test_a_hot_column_through_a_bright_star_is_still_a_line(monkeypatch):
+    """A hot column breaks where it crosses a star, and each piece ends at the star's core,
+    which the network raised, as a diffraction spike does; but a column is even along, where
+    a spike fades away from its star, so the pieces still count as a line."""
+    from astroswin.engine import anchor
+
+    observed = _field(flux=2e4)
+    bright = gaussian_stars((120, 180), [(90.0, 150.2)], [3e6], 3.0)
+    restored = SKY + 0.8 * (observed - SKY) + gaussian_stars((120, 180), [(90.0, 150.2)], [3e6], 1.3)
+    observed = observed + bright[None].astype(np.float32)
+    observed[0, :, 150] += 300 * SIGMA  # through the bright star's core
+    args = (np.array([SKY]), SIGMA, np.ones_like(observed, bool))
+    spikes = anchor.removed_spikes(observed, restored, args[0].reshape(-1, 1, 1), SIGMA, args[2])[0]
+    far = np.r_[0:80, 101:120]  # the column away from the star
+    assert spikes[far, 150].all()
+    monkeypatch.setattr(anchor, "_is_diffraction_spike", lambda heights, *a: True)  # as if every piece were a spike
+    assert not anchor.removed_spikes(observed, restored, args[0].reshape(-1, 1, 1), SIGMA, args[2])[0][far, 150].all()
+
+
 def test_a_stars_diffraction_spikes_are_not_taken_for_lines(monkeypatch):
     """A Newtonian's four spikes are thin lines along the rows and columns that a deconvolution
     takes out, moving their light into the star's core; left out of the sums as lines, spikes
