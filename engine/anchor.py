@@ -158,8 +158,8 @@ def removed_spikes(observed: np.ndarray, restored: np.ndarray, background: np.nd
     """``(C, H, W)`` bool: hot pixels, cosmic-ray hits and thin lines that the network took out.
 
     Left in the sums, one hot pixel of 500 sigma doubled the flux of a faint star 6-10 px away,
-    and a hot column of 300 sigma (1-2 px wide) scaled 30 sigma stars up to 22 px from it by
-    1.25-4. Candidates are pixels more than :data:`SIGNIFICANCE` noise sigmas above the
+    and a hot column of 300 sigma (1-3 px wide) scaled 30 sigma stars 9-22 px from it by
+    1.2-4.0. Candidates are pixels more than :data:`SIGNIFICANCE` noise sigmas above the
     background that lost more than half their height to the network (a deconvolution raises
     star cores). Of them:
 
@@ -174,8 +174,9 @@ def removed_spikes(observed: np.ndarray, restored: np.ndarray, background: np.nd
       3 px), so no star makes such a run, even one the network dimmed as a whole. A star's
       diffraction spike does make one, but its light went into the star's core, which the
       network raised: a run that fades away from such a pixel within :data:`LINE_REACH` px
-      beyond an end is a spike, and counts (:func:`_is_diffraction_spike`). A line at another angle is not caught; satellite trails, as wide as
-      the stars, are the network's to keep (``bench/trail_photometry.md``).
+      beyond an end is a spike, and counts (:func:`_is_diffraction_spike`). A line at another
+      angle is not caught; satellite trails, as wide as the stars, are the network's to keep
+      (``bench/trail_photometry.md``).
 
     Their neighbours that lost more than half theirs go with them (a cosmic ray's short track,
     a line's edges). Arguments as :func:`flux_gain`, ``background`` ``(C, 1, 1)``.
@@ -192,23 +193,23 @@ def removed_spikes(observed: np.ndarray, restored: np.ndarray, background: np.nd
     pad = LINE_ACROSS // 2
     padded = np.broadcast_to(background, (observed.shape[0], observed.shape[1] + 2 * pad, observed.shape[2] + 2 * pad)).astype(observed.dtype)
     padded[:, pad:-pad, pad:-pad] = np.where(valid, observed, background)
-    y, x = y + pad, x + pad
-    value, half_height = observed[c, y - pad, x - pad], 0.5 * height[c, y - pad, x - pad]
-    around = np.stack([padded[c, y + dy, x + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)])  # (9, N), centre at 4
+    py, px = y + pad, x + pad  # the candidates in the padded image
+    value, half_height = observed[c, y, x], 0.5 * height[c, y, x]
+    around = np.stack([padded[c, py + dy, px + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)])  # (9, N), centre at 4
     peak = (value >= np.delete(around, 4, axis=0).max(axis=0)) & (value - np.median(around, axis=0) > half_height)
     spikes = np.zeros_like(candidates)
-    spikes[c[peak], y[peak] - pad, x[peak] - pad] = True
+    spikes[c[peak], y[peak], x[peak]] = True
     across = np.arange(-pad, pad + 1)
     for axis in (1, 2):  # runs along columns (axis 1, the median across a row) and along rows
-        step = (1, 0) if axis == 1 else (0, 1)
-        along = np.stack([padded[c, y - step[0], x - step[1]], padded[c, y + step[0], x + step[1]]]) - background[c, 0, 0]
+        dy, dx = (1, 0) if axis == 1 else (0, 1)
+        along = np.stack([padded[c, py - dy, px - dx], padded[c, py + dy, px + dx]]) - background[c, 0, 0]
         even = np.nonzero(((along > half_height) & (along < 4 * half_height)).all(axis=0))[0]  # neighbours within 2x of its height
         if even.size < LINE_RUN:
             continue
-        ce, ye, xe = c[even], y[even], x[even]
+        ce, ye, xe = c[even], py[even], px[even]
         line = padded[ce, ye, xe + across[:, None]] if axis == 1 else padded[ce, ye + across[:, None], xe]
         stands = value[even] - np.median(line, axis=0) > half_height[even]
-        cs, ys, xs = ce[stands], ye[stands] - pad, xe[stands] - pad
+        cs, ys, xs = ce[stands], y[even][stands], x[even][stands]
         for ch, n, first, length in zip(*(_long_runs(cs, xs, ys) if axis == 1 else _long_runs(cs, ys, xs))):
             run = (ch, slice(first, first + length), n) if axis == 1 else (ch, n, slice(first, first + length))
             if _is_diffraction_spike(observed[run] - background[ch, 0, 0], restored, observed, noise, (ch, n), first, axis):

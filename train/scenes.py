@@ -191,7 +191,7 @@ def satellite_trail(rng, shape, channels, target_fwhm, flux_log10: tuple[float, 
     else). Along it, its brightness glints: a smooth modulation of up to +-50%. Sunlight
     reflected off a satellite, so nearly white. The bundled weights without trails in training
     kept 0.38-0.64 of a 500-3000 sigma trail of the stars' width (the flux anchor then scaled
-    30 sigma stars 9-16 px from it by 1.25-1.9).
+    30 sigma stars 9-16 px from it by 1.24-2.08; ``bench/trail_photometry.md``).
     """
     h, w = shape
     sigma = target_fwhm / FWHM_PER_SIGMA
