@@ -175,8 +175,8 @@ def removed_spikes(observed: np.ndarray, restored: np.ndarray, background: np.nd
       diffraction spike does make one, but its light went into the star's core, which the
       network raised: a run that fades away from such a pixel within :data:`LINE_REACH` px
       beyond an end is a spike, and counts (:func:`_is_diffraction_spike`). A line at another
-      angle is not caught; satellite trails, as wide as the stars, are the network's to keep
-      (``bench/trail_photometry.md``).
+      angle is not caught here: a satellite trail, as wide as the stars, gets its own light
+      back before the anchor (:mod:`~astroswin.engine.trails`; ``bench/trail_photometry.md``).
 
     Their neighbours that lost more than half theirs go with them (a cosmic ray's short track,
     a line's edges). Arguments as :func:`flux_gain`, ``background`` ``(C, 1, 1)``.

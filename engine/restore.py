@@ -1,4 +1,5 @@
-"""Restore a linear image array: normalise, tile, infer, blend, un-normalise, anchor the flux.
+"""Restore a linear image array: normalise, tile, infer, blend, un-normalise, put satellite
+trails' light back, anchor the flux.
 Arrays in, arrays out.
 
 The pipeline never holds more than the input (which may be memory-mapped), one float32 output
@@ -33,6 +34,7 @@ from .emission import BAND_VALUES, EMISSION_SCALE, EmissionMap, smooth_emission
 from .errors import EngineError
 from .normalize import Stretch, estimate_stretch, no_data, stretch, unstretch
 from .saturated import CONTEXT, clipped_star_weight
+from .trails import put_back_trails
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -540,6 +542,8 @@ def _restore(data: np.ndarray, model: torch.nn.Module, settings: RestoreSettings
     if emission is not None:
         for a, b in _row_blocks(h, w, c, budget=BAND_VALUES):  # ~4 MB of emission at a time
             out[:, a:b] += emission.rows(a, b)
+    put_back_trails(out, image, params.background, params.noise, params.blank)
+    release_pages(image)
     _finish(out, image, settings.strength, saturation_level(image, params, peaks), params, workers)
     return out[0] if data.ndim == 2 else out
 

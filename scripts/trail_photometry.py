@@ -5,9 +5,9 @@ A satellite or aircraft crossing a subexposure leaves a straight trail as wide a
 other light, and leave the faint stars beside it as they would be without it. A hot or bad
 column (or row) of the sensor is 1-3 px wide, sharp-edged: whether it is kept or taken out
 (the network takes it out, like the hot pixels it was trained on), the stars beside it should
-not change. Here a horizontal line crosses a 256 px frame on a sky of 1000 with noise sigma 10:
-trails of Gaussian profile (FWHM 3.5 px, the stars' own) at several crest heights, and hot
-columns of 1-3 px at 300 sigma; faint stars (peak 30 sigma, FWHM 3.5 px) sit at 9, 12, 16 and
+not change. Here a line crosses a 256 px frame on a sky of 1000 with noise sigma 10: trails of
+Gaussian profile (FWHM 3.5 px, the stars' own) at several crest heights, along the rows and
+at 30 degrees to them, and hot columns of 1-3 px at 300 sigma; faint stars (peak 30 sigma, FWHM 3.5 px) sit at 9, 12, 16 and
 22 px from its axis, two on each side per distance.
 
 - *kept*: the restored light within 12 px of the line's axis over the true light, from a frame
@@ -17,8 +17,9 @@ columns of 1-3 px at 300 sigma; faint stars (peak 30 sigma, FWHM 3.5 px) sit at 
   true flux; the median of the stars at that distance and of the noise draws. The last row is
   the same stars with no line, for reference.
 
-Each cell is the engine as it ships (flux anchor on) / the network alone (the anchor skipped;
-``engine/anchor.py``), the gap between them being what the anchor does.
+Each cell is the engine as it ships / the network alone (the trails' put-back,
+``engine/trails.py``, and the flux anchor, ``engine/anchor.py``, skipped), the gap between
+them being what those two steps do.
 
     python scripts/trail_photometry.py --model small --out bench
 
@@ -38,11 +39,19 @@ from astroswin.engine import RestoreSettings, load_model, restore_array
 
 SKY, NOISE, SIZE, FWHM = 1000.0, 10.0, 256, 3.5
 GAUSSIAN_SIGMA = FWHM / (2 * np.sqrt(2 * np.log(2)))
-#: label, crest height in noise sigmas, and the profile across the line (1 at its crest) of
-#: the offset from its axis, px.
+
+
+def gaussian(d):
+    """A trail's profile across: the stars' own, 1 at its crest, of the offset ``d``, px."""
+    return np.exp(-0.5 * (d / GAUSSIAN_SIGMA) ** 2)
+
+
+#: label, crest height in noise sigmas, the profile across the line (1 at its crest) of the
+#: offset from its axis, px, and the line's angle to the rows, degrees.
 LINES = (
-    *((f"trail, {crest} sigma", crest, lambda d: np.exp(-0.5 * (d / GAUSSIAN_SIGMA) ** 2)) for crest in (10, 100, 500, 3000)),
-    *((f"hot column {width} px, 300 sigma", 300, lambda d, w=width: ((d >= -0.5) & (d < w - 0.5)).astype(float)) for width in (1, 2, 3)),
+    *((f"trail, {crest} sigma", crest, gaussian, 0.0) for crest in (10, 100, 500, 3000)),
+    *((f"trail at 30 degrees, {crest} sigma", crest, gaussian, 30.0) for crest in (10, 100, 500, 3000)),
+    *((f"hot column {width} px, 300 sigma", 300, lambda d, w=width: ((d >= -0.5) & (d < w - 0.5)).astype(float), 0.0) for width in (1, 2, 3)),
 )
 STAR_SIGMA = 30.0
 DISTANCES = (9, 12, 16, 22)
@@ -53,23 +62,26 @@ APERTURE = 6
 
 @contextlib.contextmanager
 def network_alone():
-    """Skip the flux anchor (``restore.scale_band``) inside the block."""
-    with mock.patch("astroswin.engine.restore.scale_band", lambda *args, **kwargs: None):
+    """Skip the trails' put-back and the flux anchor inside the block."""
+    with mock.patch("astroswin.engine.restore.put_back_trails"), mock.patch("astroswin.engine.restore.scale_band"):
         yield
 
 
-def frames() -> tuple[np.ndarray, list[tuple[int, int]], np.ndarray]:
-    """The stars ``(H, W)``, their centres, and each pixel's offset from the line's axis, px."""
+def frames(angle: float = 0.0) -> tuple[np.ndarray, list[tuple[int, int]], np.ndarray]:
+    """The stars ``(H, W)``, their centres, and each pixel's offset from the line's axis, px,
+    for a line through the frame's centre at ``angle`` degrees to the rows."""
     yy, xx = np.mgrid[:SIZE, :SIZE].astype(np.float64)
     axis = SIZE // 2
-    centres = [(int(axis + side * d), 30 + 50 * i + 25 * (side > 0)) for i, d in enumerate(DISTANCES) for side in (-1, 1)]
+    sin, cos = np.sin(np.deg2rad(angle)), np.cos(np.deg2rad(angle))
+    spots = [(30 + 50 * i + 25 * (side > 0) - axis, side * d) for i, d in enumerate(DISTANCES) for side in (-1, 1)]  # along, across
+    centres = [(int(round(axis + s * sin + d * cos)), int(round(axis + s * cos - d * sin))) for s, d in spots]
     stars = sum(STAR_SIGMA * NOISE * np.exp(-0.5 * ((yy - y - 0.2) ** 2 + (xx - x + 0.1) ** 2) / GAUSSIAN_SIGMA**2) for y, x in centres)
-    return stars, centres, yy - axis
+    return stars, centres, (yy - axis) * cos - (xx - axis) * sin
 
 
-def measure(model, crest: float, profile, seeds: range, alone: bool) -> tuple[float, list[float]]:
+def measure(model, crest: float, profile, angle: float, seeds: range, alone: bool) -> tuple[float, list[float]]:
     """Median line kept and median star flux ratio at each distance, over ``seeds``."""
-    stars, centres, across = frames()
+    stars, centres, across = frames(angle)
     trail = crest * NOISE * profile(across)
     yy, xx = np.mgrid[:SIZE, :SIZE]
     settings = RestoreSettings(device="cpu", compile="off")
@@ -97,14 +109,13 @@ def measure(model, crest: float, profile, seeds: range, alone: bool) -> tuple[fl
 
 def table(model, realizations: int) -> str:
     seeds = range(realizations)
-    flat = LINES[0][2]
-    _, reference = measure(model, 0.0, flat, seeds, alone=False)
-    _, reference_alone = measure(model, 0.0, flat, seeds, alone=True)
+    _, reference = measure(model, 0.0, gaussian, 0.0, seeds, alone=False)
+    _, reference_alone = measure(model, 0.0, gaussian, 0.0, seeds, alone=True)
     head = "| line | kept | " + " | ".join(f"stars at {d} px" for d in DISTANCES) + " |"
     lines = [head, "|---|" + "---:|" * (1 + len(DISTANCES))]
-    for label, crest, profile in LINES:
-        kept, stars = measure(model, crest, profile, seeds, alone=False)
-        kept_alone, stars_alone = measure(model, crest, profile, seeds, alone=True)
+    for label, crest, profile, angle in LINES:
+        kept, stars = measure(model, crest, profile, angle, seeds, alone=False)
+        kept_alone, stars_alone = measure(model, crest, profile, angle, seeds, alone=True)
         cells = [f"{kept:.3f} / {kept_alone:.3f}"] + [f"{a:.2f} / {b:.2f}" for a, b in zip(stars, stars_alone)]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     cells = ["-"] + [f"{a:.2f} / {b:.2f}" for a, b in zip(reference, reference_alone)]
