@@ -17,6 +17,9 @@ at 30 degrees to them, and hot columns of 1-3 px at 300 sigma; faint stars (peak
   true flux; the median of the stars at that distance and of the noise draws. The last row is
   the same stars with no line, for reference.
 
+A second table puts single stars of 100-10^4 sigma on the axis of a trail at 30 degrees: their
+flux within 12 px, again from restorations with and without the star.
+
 Each cell is the engine as it ships / the network alone (the trails' put-back,
 ``engine/trails.py``, and the flux anchor, ``engine/anchor.py``, skipped), the gap between
 them being what those two steps do.
@@ -57,6 +60,8 @@ STAR_SIGMA = 30.0
 DISTANCES = (9, 12, 16, 22)
 #: Half width of the band summed as the trail's light, px (beyond it the trail is < 1e-5 of its crest).
 TRAIL_BAND = 12
+#: A star on a trail: the trail's angle, degrees, its crests and the stars' peaks, noise sigmas.
+ON_TRAIL_ANGLE, ON_TRAIL_CRESTS, ON_TRAIL_PEAKS = 30.0, (0.0, 500.0, 3000.0), (1e2, 1e3, 1e4)
 APERTURE = 6
 
 
@@ -79,16 +84,38 @@ def frames(angle: float = 0.0) -> tuple[np.ndarray, list[tuple[int, int]], np.nd
     return stars, centres, (yy - axis) * cos - (xx - axis) * sin
 
 
+def restore(model, image: np.ndarray, alone: bool) -> np.ndarray:
+    """``image`` restored on the CPU, by the engine or by the network alone; float64."""
+    with network_alone() if alone else contextlib.nullcontext():
+        return restore_array(image.astype(np.float32), model, RestoreSettings(device="cpu", compile="off")).astype(np.float64)
+
+
+def on_the_trail(model, crest: float, peak: float, seeds: range, alone: bool) -> float:
+    """Median flux ratio, over ``seeds``, of a star of ``peak`` noise sigmas (FWHM 3.5 px) on
+    the axis of a trail of ``crest`` sigmas at 30 degrees: the star's light within 12 px, taken
+    as the difference between restorations with and without it (the trail in both)."""
+    _, _, across = frames(ON_TRAIL_ANGLE)
+    yy, xx = np.mgrid[:SIZE, :SIZE].astype(np.float64)
+    t = np.deg2rad(ON_TRAIL_ANGLE)
+    cy, cx = SIZE // 2 + 40 * np.sin(t) + 0.3, SIZE // 2 + 40 * np.cos(t) - 0.2  # on the axis, 40 px from the centre
+    star = peak * NOISE * np.exp(-0.5 * ((yy - cy) ** 2 + (xx - cx) ** 2) / GAUSSIAN_SIGMA**2)
+    inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= 12**2
+    trail = crest * NOISE * gaussian(across)
+    ratios = []
+    for seed in seeds:
+        sky = SKY + trail + NOISE * np.random.default_rng(seed).standard_normal((SIZE, SIZE))
+        ratios.append((restore(model, sky + star, alone) - restore(model, sky, alone))[inside].sum() / star[inside].sum())
+    return float(np.median(ratios))
+
+
 def measure(model, crest: float, profile, angle: float, seeds: range, alone: bool) -> tuple[float, list[float]]:
     """Median line kept and median star flux ratio at each distance, over ``seeds``."""
     stars, centres, across = frames(angle)
     trail = crest * NOISE * profile(across)
     yy, xx = np.mgrid[:SIZE, :SIZE]
-    settings = RestoreSettings(device="cpu", compile="off")
 
     def run(image):
-        with network_alone() if alone else contextlib.nullcontext():
-            return restore_array(image.astype(np.float32), model, settings).astype(np.float64)
+        return restore(model, image, alone)
 
     kept, ratios = [], []
     for seed in seeds:
@@ -123,6 +150,17 @@ def table(model, realizations: int) -> str:
     return "\n".join(lines)
 
 
+def on_the_trail_table(model, realizations: int) -> str:
+    """Stars on a trail's axis: rows of star peaks, columns of trail crests (0: no trail)."""
+    seeds = range(realizations)
+    lines = ["| star | " + " | ".join(f"trail {c:g} sigma" if c else "no trail" for c in ON_TRAIL_CRESTS) + " |"]
+    lines.append("|---|" + "---:|" * len(ON_TRAIL_CRESTS))
+    for peak in ON_TRAIL_PEAKS:
+        cells = [f"{on_the_trail(model, c, peak, seeds, False):.3f} / {on_the_trail(model, c, peak, seeds, True):.3f}" for c in ON_TRAIL_CRESTS]
+        lines.append(f"| {peak:g} sigma | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 @click.command()
 @click.option("--model", "model_name", default="small", show_default=True, help="Bundled name or model folder.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench"), show_default=True)
@@ -132,7 +170,10 @@ def main(model_name: str, out: Path, realizations: int) -> None:
     text = (
         f"Model `{model_name}`: lines across the frame and {STAR_SIGMA:g} sigma stars (FWHM {FWHM:g} px) beside them, "
         f"sky {SKY:g}, noise sigma {NOISE:g}, {realizations} noise draws. Each cell: engine / network alone.\n\n"
-        f"{table(model, realizations)}\n"
+        f"{table(model, realizations)}\n\n"
+        f"Stars (FWHM {FWHM:g} px) on the axis of a trail at {ON_TRAIL_ANGLE:g} degrees: their flux within 12 px over the "
+        "truth, with and without the star (the trail in both). Each cell: engine / network alone.\n\n"
+        f"{on_the_trail_table(model, realizations)}\n"
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "trail_photometry.md").write_text(text)
