@@ -4,7 +4,7 @@ The network was never shown a trail and takes part of one out, as it does hot pi
 0.64 of a 500 sigma trail as wide as the stars, 0.38 of a 3000 sigma one
 (``bench/trail_photometry.md``). The flux anchor (:mod:`~astroswin.engine.anchor`) would put
 that light back, but as a factor over 31 px boxes it scales whatever else is in them: 30 sigma
-stars 9-22 px from such trails came out at 1.14-2.65x their flux. So before the anchor, each
+stars 9-16 px from such trails came out at 1.24-2.65x their flux. So before the anchor, each
 trail gets its own light back, where it was lost:
 
 - ``observed - restored``, summed over 2x2 px squares and averaged over 3x3 of them, is
@@ -24,7 +24,7 @@ Nor do the edges of a sharpened filament (the light across them rises to one sid
 bright star's diffraction spikes (they fade away from a core the network raised).
 Measured in ``bench/trail_photometry.md`` (3 noise draws): beside trails of 500 and 3000 sigma,
 along the rows or at 30 degrees, 30 sigma stars 9-22 px away read 0.97-1.04x their flux (the
-network alone 0.95-1.03x; 1.14-2.65x before), and the trails keep 1.000 of their light. A
+network alone 0.95-1.03x; up to 2.65x before), and the trails keep 1.000 of their light. A
 trail of 100 sigma is not always found (at 30 degrees the stars read 1.05-1.07x, 1.07-1.09x
 before); one of 10 sigma, which the network keeps, never is. Looking costs 0.45 s per 9 MP RGB
 frame on one thread.
