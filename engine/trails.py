@@ -119,6 +119,8 @@ def put_back_trails(restored: np.ndarray, observed: np.ndarray, background: np.n
     Looking holds under 0.4 of one channel's float32 (the lost light's 2x2 sums, and one band
     of :data:`BAND_VALUES`); putting a trail back, about 120 bytes per pixel within its reach.
     """
+    if observed.shape != restored.shape or observed.ndim != 3 or np.shape(background) != observed.shape[:1]:
+        raise ValueError(f"expected (C, H, W) arrays and (C,) background, got {observed.shape}, {restored.shape}, {np.shape(background)}")
     trails = find_trails(observed, restored, background, noise, blank)
     for trail in trails:
         _put_back(restored, observed, blank, noise, trail)

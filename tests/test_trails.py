@@ -189,6 +189,13 @@ def test_non_finite_network_outputs_on_the_trail_stay_local(bad):
     np.testing.assert_allclose(restored[0][others], clean[0][others], atol=0.05 * 0.4 * trail.max())
 
 
+def test_shapes_are_checked():
+    observed, restored, _ = _scene(30.0)
+    for args in ((observed[0], restored[0], np.array([SKY])), (observed, restored[:, :-1], np.array([SKY])), (observed, restored, np.array([SKY, SKY]))):
+        with pytest.raises(ValueError, match="expected"):
+            put_back_trails(*args, SIGMA)
+
+
 def test_lost_light_read_in_bands_matches_the_whole_image(monkeypatch):
     observed, restored, _ = _scene(30.0)
     whole = trails._lost_light(observed[0], restored[0], False, SIGMA)
