@@ -121,31 +121,39 @@ def put_back_trails(restored: np.ndarray, observed: np.ndarray, background: np.n
     """
     if observed.shape != restored.shape or observed.ndim != 3 or np.shape(background) != observed.shape[:1]:
         raise ValueError(f"expected (C, H, W) arrays and (C,) background, got {observed.shape}, {restored.shape}, {np.shape(background)}")
-    trails = find_trails(observed, restored, background, noise, blank)
-    for trail in trails:
-        _put_back(restored, observed, blank, noise, trail)
+    trails = []
+    for channel in range(observed.shape[0]):  # a channel's trails are found before any is put back
+        found = _channel_trails(observed, restored, background, noise, blank, channel)
+        for trail, band in found:
+            _put_back(restored, band, noise, trail)
+        trails += [trail for trail, _ in found]
     return trails
 
 
 def find_trails(observed: np.ndarray, restored: np.ndarray, background: np.ndarray, noise: float, blank: bool = False) -> list[Trail]:
     """The straight trails of lost light; arguments as :func:`put_back_trails`."""
-    return [trail for channel in range(observed.shape[0]) for trail in _channel_trails(observed, restored, background, noise, blank, channel)]
+    return [trail for channel in range(observed.shape[0]) for trail, _ in _channel_trails(observed, restored, background, noise, blank, channel)]
 
 
-def _channel_trails(observed: np.ndarray, restored: np.ndarray, background: np.ndarray, noise: float, blank: bool, channel: int) -> list[Trail]:
-    """:func:`find_trails` in one channel (its labels freed before the next is looked at)."""
+def _channel_trails(observed: np.ndarray, restored: np.ndarray, background: np.ndarray, noise: float, blank: bool, channel: int) -> list[tuple[Trail, _Band]]:
+    """:func:`find_trails` in one channel (its labels freed before the next is looked at), each
+    trail with its :class:`_Band`, read once for the tests and the put-back."""
     labels, _ = ndimage.label(_lost_light(observed[channel], restored[channel], blank, noise), np.ones((3, 3), bool))
-    trails = []
+    found = []
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None or POOL * max(s.stop - s.start for s in box) < TRAIL_LENGTH / 2:  # too short whatever its shape
             continue
         ys, xs = np.nonzero(labels[box] == index)
         trail = _as_trail(channel, POOL * (ys + box[0].start) + (POOL - 1) / 2, POOL * (xs + box[1].start) + (POOL - 1) / 2)
-        if trail is None or not _is_centred(trail, observed, background, blank) or _is_sharp(trail, observed, background, blank):
+        if trail is None:
             continue
-        if not _is_diffraction_spike(trail, observed, restored, background, noise, blank):
-            trails.append(trail)
-    return trails
+        band = _Band(trail, observed, blank)
+        light = band.observed - background[channel]
+        if band.d.size == 0 or not _is_centred(band, light) or _is_sharp(trail, band, light):
+            continue
+        if not _is_diffraction_spike(trail, band, light, observed, restored, noise, blank):
+            found.append((trail, band))
+    return found
 
 
 def _lost_light(observed: np.ndarray, restored: np.ndarray, blank: bool, noise: float) -> np.ndarray:
@@ -184,16 +192,14 @@ def _as_trail(channel: int, ys: np.ndarray, xs: np.ndarray) -> Trail | None:
     return Trail(channel, (float(centre[0]), float(centre[1])), (float(direction[0]), float(direction[1])), (float(along.min()), float(along.max())), float(np.abs(across).max()) + POOL)
 
 
-def _is_centred(trail: Trail, observed: np.ndarray, background: np.ndarray, blank: bool) -> bool:
-    """Whether the input's light across ``trail`` (the median in each :data:`BIN` px bin, all
+def _is_centred(band: _Band, light: np.ndarray) -> bool:
+    """Whether the input's light (``light``, above the background, one per pixel of ``band``)
+    across the trail (the median in each :data:`BIN` px bin, all
     along) peaks within :data:`CREST` px of its axis, at more than 3x its mean within 2 px of
     either edge. A deconvolution moves light off both edges of a long straight filament or an
     edge-on disk onto its crest, so each edge is a line of lost light, but the light across it
     rises to one side."""
-    band = _Band(trail, observed, blank)
-    if band.d.size == 0:
-        return False
-    profile, counts = _group_medians(band.bin, band.observed - background[trail.channel], band.bins)
+    profile, counts = _group_medians(band.bin, light, band.bins)
     centres = np.arange(band.bins) * BIN - band.half
     filled = counts > 0
     profile, centres = profile[filled], centres[filled]
@@ -202,7 +208,7 @@ def _is_centred(trail: Trail, observed: np.ndarray, background: np.ndarray, blan
     return bool(abs(centres[np.argmax(profile)]) <= CREST and peak > 3 * max(edges))
 
 
-def _is_sharp(trail: Trail, observed: np.ndarray, background: np.ndarray, blank: bool) -> bool:
+def _is_sharp(trail: Trail, band: _Band, light: np.ndarray) -> bool:
     """Whether ``trail`` is a hot or bad column or row, or a stack's bright edge: along a row or
     column (within :data:`AXIS_TOLERANCE` degrees), and the input's light across it (the median
     of each row or column all along) falls from more than 0.6 of its crest to less than 0.15 in
@@ -210,11 +216,8 @@ def _is_sharp(trail: Trail, observed: np.ndarray, background: np.ndarray, blank:
     profile is the stars', which takes two pixels for that from a FWHM of 2.5 px up."""
     if min(abs(trail.direction[0]), abs(trail.direction[1])) >= np.sin(np.deg2rad(AXIS_TOLERANCE)):
         return False
-    band = _Band(trail, observed, blank)
-    if band.d.size == 0:
-        return False
     offset = np.floor(band.d - band.d.min() + 0.5).astype(np.int64)  # whole rows (columns) along a row (column)
-    profile, counts = _group_medians(offset, band.observed - background[trail.channel], int(offset.max()) + 1)
+    profile, counts = _group_medians(offset, light, int(offset.max()) + 1)
     crest = int(np.argmax(np.where(counts > 0, profile, -np.inf)))
     peak = profile[crest]
     for step in (1, -1):
@@ -224,7 +227,7 @@ def _is_sharp(trail: Trail, observed: np.ndarray, background: np.ndarray, blank:
     return False
 
 
-def _is_diffraction_spike(trail: Trail, observed: np.ndarray, restored: np.ndarray, background: np.ndarray, noise: float, blank: bool) -> bool:
+def _is_diffraction_spike(trail: Trail, band: _Band, light: np.ndarray, observed: np.ndarray, restored: np.ndarray, noise: float, blank: bool) -> bool:
     """Whether ``trail`` is a star's diffraction spike (one arm, or two opposite ones through
     the star): its crest (the median along each :data:`SEGMENT` px piece, within 1 px of its
     axis) is brightest in a piece where the network raised a pixel on the axis by more than
@@ -232,8 +235,7 @@ def _is_diffraction_spike(trail: Trail, observed: np.ndarray, restored: np.ndarr
     :data:`~astroswin.engine.anchor.LINE_REACH` px), and fades to less than a third of that at
     an end. A trail is even along, give or take its glints, and a star on it is a few pixels of
     its piece, which leave the median alone."""
-    band = _Band(trail, observed, blank)
-    crest = band.medians(band.observed - background[trail.channel], across=1.0)
+    crest = band.medians(light, across=1.0)
     brightest = int(np.argmax(crest))
     if not crest[brightest] > 3 * min(crest[0], crest[-1]):
         return False
@@ -311,7 +313,7 @@ class _Band:
         return values
 
 
-def _put_back(restored: np.ndarray, observed: np.ndarray, blank: bool, noise: float, trail: Trail) -> None:
+def _put_back(restored: np.ndarray, band: _Band, noise: float, trail: Trail) -> None:
     """Add ``trail``'s lost light to ``restored``: the median profile across it of each
     :data:`SEGMENT` px piece, in :data:`BIN` px bins, at each pixel's distance from the axis,
     linearly interpolated between the pieces' centres so the trail has no steps along.
@@ -322,7 +324,6 @@ def _put_back(restored: np.ndarray, observed: np.ndarray, blank: bool, noise: fl
     one beyond 6 all of itself: the trail's edges fade into the sky, and the sky beside it is
     left as it was.
     """
-    band = _Band(trail, observed, blank)
     lost = band.observed - restored[trail.channel, band.ys, band.xs]
     finite = np.isfinite(lost)  # a non-finite network output is left as it is (the anchor keeps it local)
     band.keep(finite)
