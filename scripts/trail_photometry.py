@@ -7,8 +7,8 @@ column (or row) of the sensor is 1-3 px wide, sharp-edged: whether it is kept or
 (the network takes it out, like the hot pixels it was trained on), the stars beside it should
 not change. Here a line crosses a 256 px frame on a sky of 1000 with noise sigma 10: trails of
 Gaussian profile (FWHM 3.5 px, the stars' own) at several crest heights, along the rows and
-at 30 degrees to them, and hot columns of 1-3 px at 300 sigma; faint stars (peak 30 sigma, FWHM 3.5 px) sit at 9, 12, 16 and
-22 px from its axis, two on each side per distance.
+at 30 degrees to them, and hot columns of 1-3 px at 300 sigma; faint stars (peak 30 sigma,
+FWHM 3.5 px) sit at 9, 12, 16 and 22 px from its axis, two on each side per distance.
 
 - *kept*: the restored light within 12 px of the line's axis over the true light, from a frame
   with the line alone (no stars);
@@ -113,15 +113,11 @@ def measure(model, crest: float, profile, angle: float, seeds: range, alone: boo
     stars, centres, across = frames(angle)
     trail = crest * NOISE * profile(across)
     yy, xx = np.mgrid[:SIZE, :SIZE]
-
-    def run(image):
-        return restore(model, image, alone)
-
     kept, ratios = [], []
     for seed in seeds:
         noise = NOISE * np.random.default_rng(seed).standard_normal((SIZE, SIZE))
-        without_stars = run(SKY + trail + noise)
-        with_stars = run(SKY + trail + stars + noise)
+        without_stars = restore(model, SKY + trail + noise, alone)
+        with_stars = restore(model, SKY + trail + stars + noise, alone)
         band = np.abs(across) <= TRAIL_BAND
         kept.append((without_stars - SKY)[band].sum() / trail[band].sum() if crest else np.nan)
         difference = with_stars - without_stars
