@@ -330,6 +330,75 @@ def test_capacity_halves_differ_only_in_the_body():
     assert sizes == [115_707, 388_515]
 
 
+def _perturbed_tiny(**overrides):
+    """A tiny model whose head is not zero (its output depends on every stage)."""
+    from astroswin.engine.model import AstroSwin2SR, AstroSwin2SRConfig
+
+    torch.manual_seed(2)
+    model = AstroSwin2SR(AstroSwin2SRConfig.named("tiny", **overrides)).eval()
+    with torch.no_grad():
+        model.resample.weight.normal_(0, 0.05)
+    return model
+
+
+@pytest.mark.parametrize("connection", ["1conv", "3conv"])
+def test_added_stages_start_as_the_identity_and_then_learn(connection):
+    from astroswin.train.grow import add_stages
+
+    model = _perturbed_tiny(resi_connection=connection)
+    grown = add_stages(model, depths=[1, 2], num_heads=[2, 2]).eval()
+    assert grown.config.depths == [1, 2] and len(grown.swin2sr.encoder.stages) == 2
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(grown(x), model(x), atol=1e-6)
+    grown.train()
+    optimizer = torch.optim.AdamW(grown.parameters(), lr=1e-2)
+    for _ in range(2):  # the first step moves the zeroed convolution, the second reaches the blocks
+        optimizer.zero_grad()
+        (grown(x) - x.flip(-1)).abs().mean().backward()
+        optimizer.step()
+    new_stage = grown.swin2sr.encoder.stages[1]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in new_stage.parameters() if p.ndim > 1)
+    with torch.no_grad():
+        assert not torch.allclose(grown.eval()(x), model(x), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(depths=[2], num_heads=[2]), "only gain stages after its own"),
+        (dict(depths=[1, 1], num_heads=[4, 2]), "only gain stages after its own"),
+        (dict(depths=[1, 1], num_heads=[2]), "2 depths but 1 num_heads"),
+        (dict(embed_dim=16), "only depths and num_heads can grow"),
+    ],
+)
+def test_growing_refuses_what_would_change_the_trained_weights(overrides, message):
+    from astroswin.train.grow import add_stages
+
+    with pytest.raises(ValueError, match=message):
+        add_stages(_perturbed_tiny(), **overrides)
+
+
+def test_a_grown_run_starts_from_its_init_and_resumes_exactly(tmp_path):
+    """With ``init``, ``model_overrides`` add stages; a resumed run rebuilds the grown model from
+    its own checkpoint (growing again would fail or reset the new stages)."""
+    folder = tmp_path / "init"
+    _perturbed_tiny().save_pretrained(folder)
+    text = TINY.replace('model = "tiny"', f'init = "{folder}"\nmodel_overrides = {{ depths = [1, 1], num_heads = [2, 2] }}')
+    config = tmp_path / "grown.toml"
+    config.write_text(text)
+    straight = _train(config, tmp_path / "a")
+    assert straight.returncode == 0, straight.stderr
+    first = _train(config, tmp_path / "b", "--steps", "2")
+    assert first.returncode == 0, first.stderr
+    second = _train(config, tmp_path / "b", "--resume")
+    assert second.returncode == 0, second.stderr
+    _same_run(tmp_path / "a", tmp_path / "b")
+    state = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    assert state["model_config"]["depths"] == [1, 1]
+    assert state["model"]["swin2sr.encoder.stages.1.conv.weight"].abs().sum() > 0
+
+
 def test_config_rejects_unknown_keys(tmp_path):
     (tmp_path / "bad.toml").write_text('name = "x"\n[optim]\nlearning_rate = 1.0\n')
     with pytest.raises(ValueError, match="unknown key"):

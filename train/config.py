@@ -147,7 +147,8 @@ class TrainConfig:
 
     ``model`` names an engine config (``small``, ``lightweight``, ``tiny``) used when ``init`` is
     empty; ``init`` starts from a previous stage's ``last.pt``, a ``save_pretrained`` folder or
-    a hub id (body only).
+    a hub id (body only). ``model_overrides`` change the named config, or, with ``init``, add
+    stages that start as the identity (``depths`` and ``num_heads`` longer than the init's).
     """
 
     name: str = "stage"

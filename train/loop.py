@@ -26,18 +26,25 @@ from astroswin.engine.model import AstroSwin2SR, AstroSwin2SRConfig
 
 from .config import TrainConfig
 from .data import FolderPatches, make_batch, validation_set
+from .grow import add_stages
 from .losses import to_sigma_units, weighted_loss
 
 
 def build_model(cfg: TrainConfig) -> AstroSwin2SR:
-    """A fresh model from the named config, or initialised from ``cfg.init``."""
+    """A fresh model from the named config, or initialised from ``cfg.init``.
+
+    With ``init``, ``model_overrides`` may only add stages (:func:`.grow.add_stages`): the
+    trained weights are kept and the new stages start as the identity.
+    """
     if not cfg.init:
         return AstroSwin2SR(AstroSwin2SRConfig.named(cfg.model, **cfg.model_overrides))
     if cfg.init.endswith(".pt"):
-        return model_from_checkpoint(cfg.init)
-    from astroswin.engine.loading import load_model
+        model = model_from_checkpoint(cfg.init)
+    else:
+        from astroswin.engine.loading import load_model
 
-    return load_model(cfg.init)
+        model = load_model(cfg.init)
+    return add_stages(model, **cfg.model_overrides)
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
