@@ -399,6 +399,36 @@ def test_a_grown_run_starts_from_its_init_and_resumes_exactly(tmp_path):
     assert state["model"]["swin2sr.encoder.stages.1.conv.weight"].abs().sum() > 0
 
 
+def test_only_the_trainable_weights_move_and_a_wrong_name_is_one_line(tmp_path):
+    """optim.trainable trains the named weights (an added stage, here the head) and leaves every
+    other weight bit for bit as its init had it."""
+    folder = tmp_path / "init"
+    init = _perturbed_tiny()
+    init.save_pretrained(folder)
+    config = tmp_path / "head.toml"
+    config.write_text(TINY.replace('model = "tiny"', f'init = "{folder}"').replace("ema = 0.9\n", 'ema = 0.9\ntrainable = ["resample"]\n'))
+    run = _train(config, tmp_path / "a")
+    assert run.returncode == 0, run.stderr
+    state = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    before = init.state_dict()
+    for key, value in state["model"].items():
+        assert torch.equal(value, before[key]) != key.startswith("resample"), key
+    config.write_text(config.read_text().replace('["resample"]', '["swin2sr.encoder.stages.9."]'))
+    wrong = _train(config, tmp_path / "b")
+    assert wrong.returncode == 1 and "optim.trainable: no parameter of this model starts with 'swin2sr.encoder.stages.9.'" in wrong.stderr
+    assert "Traceback" not in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
+
+
+def test_growing_the_init_in_a_way_it_cannot_is_one_line(tmp_path):
+    folder = tmp_path / "init"
+    _perturbed_tiny().save_pretrained(folder)
+    config = tmp_path / "wider.toml"
+    config.write_text(TINY.replace('model = "tiny"', f'init = "{folder}"\nmodel_overrides = {{ embed_dim = 16 }}'))
+    run = _train(config, tmp_path / "a")
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert "model_overrides.embed_dim = 16: the init model has 8" in run.stderr
+
+
 def test_config_rejects_unknown_keys(tmp_path):
     (tmp_path / "bad.toml").write_text('name = "x"\n[optim]\nlearning_rate = 1.0\n')
     with pytest.raises(ValueError, match="unknown key"):

@@ -43,10 +43,12 @@ def train_command(config: Path, out: Path | None, resume: bool, steps: int | Non
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     out = out or Path("runs") / cfg.name
-    try:
-        Trainer(cfg, out, resume=resume).run()
-    except FileExistsError as exc:
+    try:  # what the config asks of its init model (stages to add, weights to train) is checked here
+        trainer = Trainer(cfg, out, resume=resume)
+    except (FileExistsError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    try:
+        trainer.run()
     except KeyboardInterrupt:  # a second Ctrl-C: the last periodic checkpoint stands
         click.echo(f"stopped; {out / 'last.pt'} holds the last checkpointed step", err=True)
         raise SystemExit(130) from None

@@ -124,6 +124,7 @@ class OptimConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast; auto = bf16 on CUDA if supported)
     gradient_checkpointing: bool = False
     threads: int = 0  # CPU threads for torch (0 = torch's default)
+    trainable: list = field(default_factory=list)  # parameter-name prefixes to train; empty = all, else the rest stay as initialised
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

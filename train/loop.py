@@ -47,6 +47,22 @@ def build_model(cfg: TrainConfig) -> AstroSwin2SR:
     return add_stages(model, **cfg.model_overrides)
 
 
+def trainable_parameters(model: torch.nn.Module, prefixes: list[str]) -> list[torch.nn.Parameter]:
+    """The parameters to train: all, or those whose names start with one of ``prefixes``; the
+    others are frozen (``requires_grad`` off), so they keep their initial values exactly, weight
+    decay included. A prefix that names no parameter raises ValueError (a typo would otherwise
+    train nothing, or everything)."""
+    named = dict(model.named_parameters())
+    if not prefixes:
+        return list(named.values())
+    for prefix in prefixes:
+        if not any(name.startswith(prefix) for name in named):
+            raise ValueError(f"optim.trainable: no parameter of this model starts with {prefix!r} (e.g. {next(iter(named))!r})")
+    for name, parameter in named.items():
+        parameter.requires_grad_(name.startswith(tuple(prefixes)))
+    return [p for p in named.values() if p.requires_grad]
+
+
 def learning_rate(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up to ``lr`` then cosine decay to ``lr * min_lr_fraction`` at ``steps``."""
     o = cfg.optim
@@ -99,7 +115,7 @@ class Trainer:
             # transformers 5 renamed it (the old name warns); 4.x has only the old one.
             (getattr(self.model, "activation_checkpointing_enable", None) or self.model.gradient_checkpointing_enable)()
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if cfg.optim.ema > 0 else None
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.optimizer = torch.optim.AdamW(trainable_parameters(self.model, cfg.optim.trainable), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         # fp16 needs loss scaling: without it half the gradients of the tiny model underflowed
         # to zero (measured on CPU autocast); bf16 has fp32's range and needs none.
         self.scaler = torch.amp.GradScaler(self.device.type) if autocast_context(cfg.optim.precision, self.device)[1] == "fp16" else None
