@@ -387,13 +387,7 @@ def test_a_grown_run_starts_from_its_init_and_resumes_exactly(tmp_path):
     text = TINY.replace('model = "tiny"', f'init = "{folder}"\nmodel_overrides = {{ depths = [1, 1], num_heads = [2, 2] }}')
     config = tmp_path / "grown.toml"
     config.write_text(text)
-    straight = _train(config, tmp_path / "a")
-    assert straight.returncode == 0, straight.stderr
-    first = _train(config, tmp_path / "b", "--steps", "2")
-    assert first.returncode == 0, first.stderr
-    second = _train(config, tmp_path / "b", "--resume")
-    assert second.returncode == 0, second.stderr
-    _same_run(tmp_path / "a", tmp_path / "b")
+    _run_straight_and_resumed(config, tmp_path)
     state = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
     assert state["model_config"]["depths"] == [1, 1]
     assert state["model"]["swin2sr.encoder.stages.1.conv.weight"].abs().sum() > 0
@@ -607,14 +601,8 @@ def _train(config: Path, out: Path, *extra: str, env_extra: dict | None = None) 
 def test_training_resumes_exactly(tmp_path):
     config = tmp_path / "tiny.toml"
     config.write_text(TINY)
-    straight = _train(config, tmp_path / "a")
-    assert straight.returncode == 0, straight.stderr
-    first = _train(config, tmp_path / "b", "--steps", "2")
-    assert first.returncode == 0, first.stderr
-    second = _train(config, tmp_path / "b", "--resume")
-    assert second.returncode == 0, second.stderr
+    _run_straight_and_resumed(config, tmp_path)
     assert torch.load(tmp_path / "a" / "last.pt", weights_only=False)["step"] == 4
-    _same_run(tmp_path / "a", tmp_path / "b")
     for name in ("train.csv", "val.csv", "val_grid.png"):
         assert (tmp_path / "a" / name).stat().st_size > 0
 
@@ -624,6 +612,18 @@ def _tiny(tmp_path: Path, **overrides) -> object:
     config = tmp_path / "tiny.toml"
     config.write_text(TINY)
     return load_config(config, overrides)
+
+
+def _run_straight_and_resumed(config: Path, tmp_path: Path) -> None:
+    """Train ``config`` straight into ``a``, and into ``b`` stopped after 2 steps and resumed;
+    both must end with the same weights."""
+    straight = _train(config, tmp_path / "a")
+    assert straight.returncode == 0, straight.stderr
+    first = _train(config, tmp_path / "b", "--steps", "2")
+    assert first.returncode == 0, first.stderr
+    second = _train(config, tmp_path / "b", "--resume")
+    assert second.returncode == 0, second.stderr
+    _same_run(tmp_path / "a", tmp_path / "b")
 
 
 def _same_run(a: Path, b: Path) -> None:
