@@ -8,7 +8,9 @@ model's output equals the original's to float rounding. Training then moves the 
 off zero first, and the new blocks' attention and MLP learn through it.
 
 Only stages can be added: a wider embedding or a deeper existing stage would change what the
-trained weights compute.
+trained weights compute. Training does change one thing for the trained blocks: Swin2SR spreads
+its stochastic depth (``drop_path_rate``, 0.1) linearly over all blocks, so with more blocks the
+trained ones are dropped a little less often while training; inference has no drop path.
 """
 
 from __future__ import annotations
