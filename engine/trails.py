@@ -296,15 +296,19 @@ class _Band:
         near = np.abs(self.d) <= across
         return _group_medians(self.piece[near], values[near], self.pieces)[0]
 
-    def profile(self, medians: np.ndarray, counts: np.ndarray, piece: np.ndarray) -> np.ndarray:
+    def distances(self, counts: np.ndarray) -> np.ndarray:
+        """Each bin's pixels' mean distance from the axis, px (``counts``: its pixels, per piece
+        and bin, flat; the same shape out): where :meth:`profile` reads the bin's median."""
+        return np.bincount(self.piece * self.bins + self.bin, self.d, self.pieces * self.bins) / np.maximum(counts, 1)
+
+    def profile(self, medians: np.ndarray, counts: np.ndarray, where: np.ndarray, piece: np.ndarray) -> np.ndarray:
         """Each pixel's value of the profile of ``piece`` (one per pixel), linear between the
-        bins with pixels (``medians`` and ``counts`` per piece and bin, flat), each at its
-        pixels' mean distance from the axis: where the pixel grid crosses the trail at a steady
-        phase (along a row, every pixel of a row is at one distance), some bins hold none, and
-        the others' pixels are off their centres, all to one side; interpolated from the
-        centres, a row of a 3000 sigma trail took in a fifth of the next row's light."""
-        key = self.piece * self.bins + self.bin
-        where = np.bincount(key, self.d, self.pieces * self.bins) / np.maximum(counts, 1)
+        bins with pixels (``medians``, ``counts`` and ``where`` per piece and bin, flat), each
+        at its pixels' mean distance from the axis (``where``, :meth:`distances`): where the
+        pixel grid crosses the trail at a steady phase (along a row, every pixel of a row is at
+        one distance), some bins hold none, and the others' pixels are off their centres, all
+        to one side; interpolated from the centres, a row of a 3000 sigma trail took in a fifth
+        of the next row's light."""
         medians, counts, where = (a.reshape(self.pieces, self.bins) for a in (medians, counts, where))
         values = np.zeros(self.d.size)
         for k in np.unique(piece):
@@ -330,7 +334,8 @@ def _put_back(restored: np.ndarray, band: _Band, noise: float, trail: Trail) -> 
     lost = lost[finite]
     key, groups = band.piece * band.bins + band.bin, band.pieces * band.bins
     medians, counts = _group_medians(key, lost, groups)
-    medians += _group_medians(key, lost - band.profile(medians, counts, band.piece), groups)[0]
+    where = band.distances(counts)  # the bins' pixels stay the same from here on: found once
+    medians += _group_medians(key, lost - band.profile(medians, counts, where, band.piece), groups)[0]
     error = 1.2533 * noise / np.sqrt(np.maximum(counts, 1))  # a median's standard error
     medians *= np.clip(np.abs(medians) / (3 * error) - 1, 0, 1)
     # along, between the centres of the pixel's piece and of the nearer neighbour
@@ -338,7 +343,7 @@ def _put_back(restored: np.ndarray, band: _Band, noise: float, trail: Trail) -> 
     other = np.clip(np.where(position < band.piece, band.piece - 1, band.piece + 1), 0, band.pieces - 1)
     other = np.where(counts.reshape(band.pieces, -1).any(axis=1)[other], other, band.piece)  # a piece lost to a gap in the data
     share = np.clip(np.abs(position - band.piece), 0, 0.5)
-    added = (1 - share) * band.profile(medians, counts, band.piece) + share * band.profile(medians, counts, other)
+    added = (1 - share) * band.profile(medians, counts, where, band.piece) + share * band.profile(medians, counts, where, other)
     restored[trail.channel, band.ys, band.xs] += added.astype(np.float32)
 
 

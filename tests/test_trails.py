@@ -85,7 +85,7 @@ def test_along_a_row_each_row_gets_its_own_profile(direction):
     band = trails._Band(trail, observed, False)
     values = (band.ys if direction[1] else band.xs).astype(float) ** 2  # one value per row (column)
     medians, counts = trails._group_medians(band.piece * band.bins + band.bin, values, band.pieces * band.bins)
-    np.testing.assert_allclose(band.profile(medians, counts, band.piece), values, rtol=1e-12)
+    np.testing.assert_allclose(band.profile(medians, counts, band.distances(counts), band.piece), values, rtol=1e-12)
 
 
 @pytest.mark.parametrize("angle", [0.0, 90.0, 0.5])
