@@ -129,6 +129,36 @@ def test_linear_sharp_hand_value_and_background_invariance():
     assert on(3000.0, "sharp") < 0.02 * on(0.0, "sharp")
 
 
+
+def test_star_shape_compares_sizes_about_each_stars_own_centroid():
+    from astroswin.engine.normalize import RANGE, SOFTENING
+
+    to_s = lambda v: torch.asinh(v / SOFTENING) / RANGE  # noqa: E731
+    spike = torch.zeros(1, 1, 17, 17)
+    spike[0, 0, 8, 8] = 200.0  # sigma units: second moment 0 px^2
+    plus = torch.zeros_like(spike)
+    plus[0, 0, 8, 8] = 100.0
+    plus[0, 0, [7, 9, 8, 8], [8, 8, 7, 9]] = 25.0  # same flux, moment 4 * 25 / 200 = 0.5 px^2
+    # |log((0.5 + floor) / (0 + floor))| / 2 with the floor 0.5 px^2: ln(2) / 2, both ways round
+    assert losses.star_shape(to_s(plus), to_s(spike)).item() == pytest.approx(math.log(2) / 2, rel=1e-4)
+    assert losses.star_shape(to_s(spike), to_s(plus)).item() == pytest.approx(math.log(2) / 2, rel=1e-4)
+    assert losses.star_shape(to_s(plus), to_s(plus)).item() == pytest.approx(0.0, abs=1e-5)
+    # a star a pixel off, or on a pedestal, is the same size: only its shape counts
+    shifted = torch.roll(spike, 1, dims=-1)
+    assert losses.star_shape(to_s(shifted), to_s(spike)).item() == pytest.approx(0.0, abs=1e-5)
+    assert losses.star_shape(to_s(spike + 40.0), to_s(spike)).item() == pytest.approx(0.0, abs=1e-4)
+    # no star in the target: a faint peak (under threshold) or a broad knot; zero, with a gradient path
+    yy, xx = torch.meshgrid(torch.arange(17.0), torch.arange(17.0), indexing="ij")
+    knot = 200.0 * torch.exp(-((yy - 8) ** 2 + (xx - 8) ** 2) / (2 * 2.0**2))[None, None]
+    for target in (spike * 0.04, knot):
+        wrong = to_s(plus).requires_grad_()
+        zero = losses.star_shape(wrong, to_s(target))
+        assert zero.item() == 0.0 and zero.requires_grad
+    # a star spread wider reads as a larger error, monotonically
+    star = lambda sigma: 200.0 * torch.exp(-((yy - 8) ** 2 + (xx - 8) ** 2) / (2 * sigma**2))[None, None] / sigma**2  # noqa: E731
+    errors = [losses.star_shape(to_s(star(s)), to_s(star(0.55))).item() for s in (0.55, 0.8, 1.1, 1.4)]
+    assert errors[0] == pytest.approx(0.0, abs=1e-5) and errors == sorted(errors) and errors[-1] > 0.5
+
 def test_weighted_loss_logs_each_term_and_rejects_unknown():
     p, t = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
     total, terms = losses.weighted_loss(p, t, {"l1": 2.0, "mse": 1.0})
