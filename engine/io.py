@@ -53,6 +53,9 @@ class Image:
         FITS header of the image HDU (structural keywords included; dropped on write).
     xisf_metadata : dict
         XISF image metadata (``FITSKeywords``, ``XISFProperties``).
+    xisf_elements : tuple of str
+        XML text of the XISF image's ``Resolution``, ``DisplayFunction`` and ``ICCProfile``
+        (:mod:`astroswin.engine.xisf_header`), which the xisf package does not write.
     alpha : numpy.ndarray or None
         ``(A, H, W)`` TIFF extra samples (alpha), passed through untouched.
     other_images : int
@@ -70,6 +73,7 @@ class Image:
     dtype: np.dtype
     header: object = None
     xisf_metadata: dict = field(default_factory=dict)
+    xisf_elements: tuple = ()
     alpha: np.ndarray | None = None
     tiff_extrasamples: tuple = ()
     other_images: int = 0
@@ -265,8 +269,11 @@ def _inherit(primary, extension):
 
 
 def read_xisf(path: Path) -> Image:
-    """First image of an XISF file, with its FITSKeywords and XISFProperties."""
+    """First image of an XISF file, with its FITSKeywords, XISFProperties and the elements
+    :mod:`astroswin.engine.xisf_header` carries."""
     from xisf import XISF
+
+    from .xisf_header import carried_elements
 
     try:
         xf = XISF(str(path))
@@ -284,11 +291,12 @@ def read_xisf(path: Path) -> Image:
     data = check_image_shape(_as_stored(planar, meta[0]))
     keep = {k: meta[0][k] for k in ("FITSKeywords", "XISFProperties") if k in meta[0]}
     element = _first_image_element(path)
-    cfa = None
+    cfa, carried = None, ()
     if element is not None:
         keep["FITSKeywords"] = _raw_fits_keywords(element)
         cfa = element.find(f"{_XISF_NS}ColorFilterArray")
-    return Image(data=data, format="xisf", dtype=np.dtype(meta[0]["dtype"]), xisf_metadata=keep, other_images=len(meta) - 1,
+        carried = carried_elements(path, element)
+    return Image(data=data, format="xisf", dtype=np.dtype(meta[0]["dtype"]), xisf_metadata=keep, xisf_elements=carried, other_images=len(meta) - 1,
                  cfa_element=None if cfa is None else cfa.get("pattern"))
 
 
@@ -527,8 +535,11 @@ def _fitskeywords_into_header(header, xisf_metadata: dict) -> None:
 def write_xisf(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype, history: list[str]) -> None:
     """Float output is kept within [0, 1] (what XISF readers assume): clipped when the input
     was in [0, 1], else scaled down with the factor recorded (``AstroSWIN:Scale`` property and
-    ``ASWSCALE`` keyword: original = stored * scale)."""
+    ``ASWSCALE`` keyword: original = stored * scale). An XISF input's Resolution,
+    DisplayFunction and ICC profile are carried (:mod:`astroswin.engine.xisf_header`)."""
     from xisf import XISF
+
+    from .xisf_header import add_image_elements
 
     metadata = {"FITSKeywords": {}, "XISFProperties": {}}
     if image is not None and image.format == "xisf":
@@ -556,6 +567,7 @@ def write_xisf(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype
     hwc = np.moveaxis(to_storage(stored if stored.ndim == 3 else stored[None], dtype), 0, -1)
     XISF.write(str(tmp), np.ascontiguousarray(hwc), creator_app=_creator(), image_metadata=metadata, codec=None)
     _declare_utf8(tmp)
+    add_image_elements(tmp, image.xisf_elements if image is not None else ())
 
 
 #: The XML declaration the xisf package writes, and the same 38 bytes as XISF asks for it.

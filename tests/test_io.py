@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import os
 from pathlib import Path
 
@@ -415,16 +417,19 @@ def test_float16_tiff_stays_float16_and_never_stores_inf(tmp_path):
     assert output_format(tmp_path / "out.fits", image)[1] == np.float32  # FITS has no float16
 
 
-def _raw_xisf(path: Path, planes: np.ndarray, children: str = "", **attributes: str) -> None:
+def _raw_xisf(path: Path, planes: np.ndarray, children: str = "", attached: bytes = b"", **attributes: str) -> None:
     """A one-image XISF file written by hand, with Image attributes the xisf package does not
     write: ``pixelStorage="Normal"`` (pixels interleaved) and ``byteOrder="big"``, and child
-    elements of the Image (``children``, XML text) such as ``ColorFilterArray``."""
+    elements of the Image (``children``, XML text) such as ``ColorFilterArray``. ``attached``
+    is a second data block after the pixels; ``{attached}`` in ``children`` is its location."""
     c, h, w = planes.shape
     big = attributes.get("byteOrder") == "big"
     interleaved = attributes.get("pixelStorage") == "Normal"
     samples = np.moveaxis(planes, 0, -1) if interleaved else planes
     block = np.ascontiguousarray(samples, dtype=planes.dtype.newbyteorder(">" if big else "<")).tobytes()
     extra = "".join(f' {k}="{v}"' for k, v in attributes.items())
+    second = 4096 * (2 + len(block) // 4096)
+    children = children.replace("{attached}", f"attachment:{second}:{len(attached)}")
     xml = (
         '<?xml version="1.0" encoding="UTF-8"?><xisf version="1.0" xmlns="http://www.pixinsight.com/xisf">'
         f'<Image geometry="{w}:{h}:{c}" sampleFormat="Float32" bounds="0:1" colorSpace="{"RGB" if c == 3 else "Gray"}"{extra} location="attachment:4096:{len(block)}">{children}</Image>'
@@ -432,7 +437,7 @@ def _raw_xisf(path: Path, planes: np.ndarray, children: str = "", **attributes: 
         '<Property id="XISF:CreatorApplication" type="String">test</Property></Metadata></xisf>'
     ).encode()
     head = b"XISF0100" + len(xml).to_bytes(4, "little") + bytes(4) + xml
-    path.write_bytes(head.ljust(4096, b"\0") + block)
+    path.write_bytes((head.ljust(4096, b"\0") + block).ljust(second if attached else 0, b"\0") + attached)
 
 
 @pytest.mark.parametrize("attributes", [{"pixelStorage": "Normal"}, {"byteOrder": "big"}, {"pixelStorage": "Normal", "byteOrder": "big"}], ids=["normal", "big-endian", "both"])
@@ -484,6 +489,40 @@ def test_xisf_output_with_non_ascii_metadata_reads_back(tmp_path):
     assert XISF(str(tmp_path / "out.xisf")).get_images_metadata()[0]["FITSKeywords"]["HISTORY"][-1]["value"] == "restauré"
     assert (tmp_path / "out.xisf").read_bytes()[16:54] == b'<?xml version="1.0" encoding="UTF-8"?>'
 
+
+
+@pytest.mark.parametrize("profile_bytes", [300, 12000], ids=["header-in-place", "blocks-moved"])
+def test_xisf_resolution_display_function_and_icc_profile_survive(tmp_path, profile_bytes):
+    """The xisf package writes keywords and properties only: an XISF output lost its
+    Resolution, its DisplayFunction (PixInsight then opened the linear result black) and its
+    ICC profile. They are carried; the profile goes inline, and a header grown past the first
+    data block's position moves every block by whole alignment units."""
+    from astroswin.engine.io import _first_image_element
+
+    rgb = np.stack([np.full((5, 7), level, np.float32) for level in (0.1, 0.3, 0.5)])
+    rgb[2, 4, 6] = 0.75
+    profile = bytes(np.random.default_rng(1).integers(0, 256, profile_bytes, dtype=np.uint8))
+    resolution = {"horizontal": "300", "vertical": "300", "unit": "inch"}
+    stretch = {"m": "0.0012:0.0012:0.0012:0.5", "s": "0.01:0.01:0.01:0", "h": "1:1:1:1", "l": "0:0:0:0", "r": "1:1:1:1", "name": "AutoStretch"}
+    attrs = lambda d: " ".join(f'{k}="{v}"' for k, v in d.items())  # noqa: E731
+    _raw_xisf(tmp_path / "in.xisf", rgb, attached=profile, children=f"<Resolution {attrs(resolution)}/><DisplayFunction {attrs(stretch)}/>"
+              '<ICCProfile location="{attached}"/><FITSKeyword name="OBJECT" value="\'M 42\'" comment=""/>')
+    image = read_image(tmp_path / "in.xisf")
+    write_image(tmp_path / "out.xisf", image.data * 0.5, image, history=["restored"])
+    write_image(tmp_path / "bare.xisf", image.data * 0.5, dataclasses.replace(image, xisf_elements=()), history=["restored"])
+    back = read_image(tmp_path / "out.xisf")
+    np.testing.assert_array_equal(back.data, rgb * 0.5)
+    assert back.xisf_metadata["FITSKeywords"]["OBJECT"][0]["value"] == "'M 42'"
+    np.testing.assert_array_equal(XISF(str(tmp_path / "out.xisf")).read_image(0, data_format="channels_first"), rgb * 0.5)
+    element = _first_image_element(tmp_path / "out.xisf")
+    ns = "{http://www.pixinsight.com/xisf}"
+    assert element.find(f"{ns}Resolution").attrib == resolution
+    assert element.find(f"{ns}DisplayFunction").attrib == stretch
+    icc = element.find(f"{ns}ICCProfile")
+    assert icc.get("location") == "inline:base64" and base64.b64decode(icc.text) == profile
+    grown = (tmp_path / "out.xisf").stat().st_size - (tmp_path / "bare.xisf").stat().st_size
+    assert grown == 0 if profile_bytes < 1000 else (grown > 0 and grown % 4096 == 0)
+    assert read_image(tmp_path / "out.xisf").xisf_elements == back.xisf_elements and len(back.xisf_elements) == 3
 
 def _second_xisf_image(path: Path) -> None:
     """Rewrite a one-image XISF file to list its image twice (both on the same data block):
