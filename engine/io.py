@@ -53,9 +53,10 @@ class Image:
         FITS header of the image HDU (structural keywords included; dropped on write).
     xisf_metadata : dict
         XISF image metadata (``FITSKeywords``, ``XISFProperties``).
-    xisf_elements : tuple of str
-        XML text of the XISF image's ``Resolution``, ``DisplayFunction`` and ``ICCProfile``
-        (:mod:`astroswin.engine.xisf_header`), which the xisf package does not write.
+    xisf_elements : tuple
+        The XISF image's ``Resolution``, ``DisplayFunction``, ``ICCProfile`` and
+        ``RGBWorkingSpace``, which the xisf package does not write, as
+        :func:`astroswin.engine.xisf_header.carried_elements` returns them.
     alpha : numpy.ndarray or None
         ``(A, H, W)`` TIFF extra samples (alpha), passed through untouched.
     other_images : int
@@ -535,11 +536,12 @@ def _fitskeywords_into_header(header, xisf_metadata: dict) -> None:
 def write_xisf(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype, history: list[str]) -> None:
     """Float output is kept within [0, 1] (what XISF readers assume): clipped when the input
     was in [0, 1], else scaled down with the factor recorded (``AstroSWIN:Scale`` property and
-    ``ASWSCALE`` keyword: original = stored * scale). An XISF input's Resolution,
-    DisplayFunction and ICC profile are carried (:mod:`astroswin.engine.xisf_header`)."""
+    ``ASWSCALE`` keyword: original = stored * scale). An XISF input's Resolution, colour
+    space and screen stretch are carried (:mod:`astroswin.engine.xisf_header`); the stretch
+    not when the values were scaled, since it would no longer fit them."""
     from xisf import XISF
 
-    from .xisf_header import add_image_elements
+    from .xisf_header import add_image_elements, without
 
     metadata = {"FITSKeywords": {}, "XISFProperties": {}}
     if image is not None and image.format == "xisf":
@@ -553,6 +555,7 @@ def write_xisf(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype
             metadata["FITSKeywords"].setdefault(card.keyword, []).append({"value": _keyword_text(card.keyword, card.value), "comment": card.comment})
     dtype = np.dtype(dtype)
     stored = data
+    carried = image.xisf_elements if image is not None else ()
     if dtype.kind == "f":
         dtype = np.dtype(np.float32) if dtype.itemsize < 8 else dtype
         peak = _largest(data, 1.0)
@@ -561,13 +564,14 @@ def write_xisf(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype
             stored = data / scale
             metadata.setdefault("XISFProperties", {})["AstroSWIN:Scale"] = {"id": "AstroSWIN:Scale", "type": "Float64", "value": scale}
             metadata["FITSKeywords"]["ASWSCALE"] = [{"value": repr(scale), "comment": "AstroSWIN: original = stored * ASWSCALE"}]
+            carried = without(carried, "DisplayFunction")
         stored = np.clip(stored, 0.0, 1.0)
     keywords = metadata["FITSKeywords"]
     keywords["HISTORY"] = list(keywords.get("HISTORY", [])) + [{"value": line, "comment": ""} for line in history]
     hwc = np.moveaxis(to_storage(stored if stored.ndim == 3 else stored[None], dtype), 0, -1)
     XISF.write(str(tmp), np.ascontiguousarray(hwc), creator_app=_creator(), image_metadata=metadata, codec=None)
     _declare_utf8(tmp)
-    add_image_elements(tmp, image.xisf_elements if image is not None else ())
+    add_image_elements(tmp, carried)
 
 
 #: The XML declaration the xisf package writes, and the same 38 bytes as XISF asks for it.

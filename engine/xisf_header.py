@@ -1,11 +1,11 @@
 """XISF Image elements the xisf package neither reads nor writes, carried from input to output.
 
 An XISF image may hold a ``Resolution`` (pixels per inch or cm), a ``DisplayFunction`` (the
-screen stretch PixInsight opens it with: without it a linear image opens black) and an
-``ICCProfile`` (its colour space). The xisf package writes ``FITSKeyword`` and ``Property``
-elements only, so these were lost on every XISF output. :func:`carried_elements` copies them
-from an input's header as XML text; :func:`add_image_elements` puts them into the first image
-of a file the package has written, moving the data blocks when the header outgrows its room.
+screen stretch PixInsight opens it with: without it a linear image opens black), an
+``ICCProfile`` and an ``RGBWorkingSpace`` (its colour space). The xisf package writes
+``FITSKeyword`` and ``Property`` elements only, so these were lost on every XISF output.
+:func:`carried_elements` copies them from an input's header; :func:`add_image_elements` puts
+them into the first image of a file the package has written.
 
 Layout of a monolithic XISF file (XISF 1.0, section 9): the signature ``XISF0100``, the XML
 header's length (uint32, little-endian), 4 reserved bytes, the header, then the attached data
@@ -14,7 +14,6 @@ blocks at the byte positions the header's ``location="attachment:position:size"`
 
 from __future__ import annotations
 
-import base64
 import os
 import shutil
 import xml.etree.ElementTree as ET
@@ -23,18 +22,19 @@ from pathlib import Path
 NAMESPACE = "http://www.pixinsight.com/xisf"
 #: The Image children carried to the output. A Thumbnail would show the unrestored image, and a
 #: ColorFilterArray is read as the mosaic it names (``engine.cfa``), so neither is carried.
-CARRIED = ("Resolution", "DisplayFunction", "ICCProfile")
+CARRIED = ("Resolution", "DisplayFunction", "ICCProfile", "RGBWorkingSpace")
 _PREAMBLE = 16  # signature, header length, reserved
 _DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>'
 _DEFAULT_ALIGNMENT = 4096
 # Written back as the default namespace, as XISF headers are, not as "ns0:" prefixes. (The
-# ``default_namespace`` argument of ElementTree.tostring refuses unprefixed attributes.)
+# ``default_namespace`` argument of ElementTree.tostring refuses unprefixed attributes.) This
+# is process-wide: no other XML this package writes uses that namespace.
 ET.register_namespace("", NAMESPACE)
 
 
 def _attachment(location: str | None) -> tuple[int, int] | None:
     """``(position, size)`` of an ``attachment:position:size`` location, else None."""
-    parts = (location or "").split(":")
+    parts = [part.strip() for part in (location or "").split(":")]
     if len(parts) != 3 or parts[0] != "attachment":
         return None
     try:
@@ -43,46 +43,56 @@ def _attachment(location: str | None) -> tuple[int, int] | None:
         return None
 
 
-def carried_elements(path: Path, image_element: ET.Element) -> tuple[str, ...]:
-    """XML text of ``image_element``'s :data:`CARRIED` children, as the output will hold them.
+#: An element as carried: its XML text and, for an attached data block, the block's bytes.
+Carried = tuple[str, bytes | None]
 
-    An attached block (an ICC profile is usually one) is read from ``path`` and put inline as
-    base64, its ``compression`` and ``checksum`` attributes kept: they describe the same bytes.
-    An element whose block cannot be read is left out rather than carried broken.
+
+def carried_elements(path: Path, image_element: ET.Element) -> tuple[Carried, ...]:
+    """``image_element``'s :data:`CARRIED` children, each as ``(xml, block)``.
+
+    ``block`` holds the bytes of an attached data block (an ICC profile usually is one), read
+    from ``path``; :func:`add_image_elements` attaches them again, so its ``compression`` and
+    ``checksum`` attributes still describe them. Inline and embedded data stay in the XML. An
+    element whose data is in another file (``path:``, ``url:``) or cannot be read is left out
+    rather than carried broken.
     """
     carried = []
     for name in CARRIED:
         for element in image_element.findall(f"{{{NAMESPACE}}}{name}"):
-            element = _copy(element)
-            where = _attachment(element.get("location"))
-            if where is not None:
-                position, size = where
+            location = (element.get("location") or "").strip()
+            block = None
+            if location.startswith(("path", "url")):
+                continue
+            if location.startswith("attachment"):
+                where = _attachment(location)
+                if where is None:
+                    continue
                 try:
                     with open(path, "rb") as fh:
-                        fh.seek(position)
-                        block = fh.read(size)
+                        fh.seek(where[0])
+                        block = fh.read(where[1])
                 except OSError:
                     continue
-                if len(block) != size:
+                if len(block) != where[1]:
                     continue
-                element.set("location", "inline:base64")
-                element.text = base64.b64encode(block).decode("ascii")
-            carried.append(ET.tostring(element, encoding="unicode"))
+            carried.append((ET.tostring(element, encoding="unicode"), block))
     return tuple(carried)
 
 
-def _copy(element: ET.Element) -> ET.Element:
-    return ET.fromstring(ET.tostring(element))
+def without(elements: tuple[Carried, ...], name: str) -> tuple[Carried, ...]:
+    """``elements`` less those named ``name`` (e.g. ``"DisplayFunction"``)."""
+    return tuple(item for item in elements if ET.fromstring(item[0]).tag != f"{{{NAMESPACE}}}{name}")
 
 
-def add_image_elements(path: Path, elements: tuple[str, ...]) -> None:
-    """Append ``elements`` (XML text, XISF namespace) to the first Image of the XISF file at
-    ``path``, in place.
+def add_image_elements(path: Path, elements: tuple[Carried, ...]) -> None:
+    """Append ``elements`` (from :func:`carried_elements`) to the first Image of the XISF file
+    at ``path``, in place.
 
-    When the longer header still ends before the first data block, only the header's bytes
-    are rewritten. Otherwise every attached block moves by the same whole number of alignment
-    units (the file's ``XISF:BlockAlignmentSize``, else 4096), so each stays aligned and in
-    its order, and the file is rewritten once through a temporary beside it.
+    Their data blocks go after the file's last block, aligned (the file's
+    ``XISF:BlockAlignmentSize``, else 4096). When the longer header still ends before the first
+    data block, only the header's bytes are rewritten; otherwise every block moves by the same
+    whole number of alignment units, so each stays aligned and in its order, and the file is
+    rewritten once through a temporary beside it.
     """
     if not elements:
         return
@@ -92,14 +102,22 @@ def add_image_elements(path: Path, elements: tuple[str, ...]) -> None:
     image = root.find(f"{{{NAMESPACE}}}Image")
     if image is None:
         raise ValueError(f"{path.name}: no Image element in the XISF header")
-    image.extend(ET.fromstring(text) for text in elements)
-    blocks = [(element, *where) for element in root.iter() if (where := _attachment(element.get("location"))) is not None]
-    first = min((position for _, position, _ in blocks), default=os.path.getsize(path))
     alignment = _alignment(root)
+    size = os.path.getsize(path)
+    appended = b""
+    for text, block in elements:
+        element = ET.fromstring(text)
+        if block is not None:
+            position = -(-(size + len(appended)) // alignment) * alignment
+            appended += bytes(position - size - len(appended)) + block
+            element.set("location", f"attachment:{position}:{len(block)}")
+        image.append(element)
+    blocks = [(element, *where) for element in root.iter() if (where := _attachment(element.get("location"))) is not None]
+    first = min((position for _, position, _ in blocks), default=size)
     shift = 0
     while True:
-        for element, position, size in blocks:
-            element.set("location", f"attachment:{position + shift}:{size}")
+        for element, position, length in blocks:
+            element.set("location", f"attachment:{position + shift}:{length}")
         header = _DECLARATION + ET.tostring(root, encoding="utf-8", xml_declaration=False)
         end = _PREAMBLE + len(header)
         if end <= first + shift:
@@ -110,13 +128,16 @@ def add_image_elements(path: Path, elements: tuple[str, ...]) -> None:
     if shift == 0:
         with open(path, "r+b") as fh:
             fh.write(head)
+            fh.seek(size)
+            fh.write(appended)
         return
-    moved = path.with_name(path.name + ".moving")
+    moved = path.with_name(f"{path.name}.moving.astroswin-tmp")
     try:
         with open(path, "rb") as source, open(moved, "wb") as target:
             target.write(head)
             source.seek(first)
             shutil.copyfileobj(source, target, 1 << 22)
+            target.write(appended)
         os.replace(moved, path)
     finally:
         moved.unlink(missing_ok=True)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import dataclasses
 import os
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -491,38 +490,72 @@ def test_xisf_output_with_non_ascii_metadata_reads_back(tmp_path):
 
 
 
-@pytest.mark.parametrize("profile_bytes", [300, 12000], ids=["header-in-place", "blocks-moved"])
-def test_xisf_resolution_display_function_and_icc_profile_survive(tmp_path, profile_bytes):
+def _attached_block(path: Path, element) -> bytes:
+    _, position, size = element.get("location").split(":")
+    with open(path, "rb") as fh:
+        fh.seek(int(position))
+        return fh.read(int(size))
+
+
+def test_xisf_resolution_colour_space_and_screen_stretch_survive(tmp_path):
     """The xisf package writes keywords and properties only: an XISF output lost its
-    Resolution, its DisplayFunction (PixInsight then opened the linear result black) and its
-    ICC profile. They are carried; the profile goes inline, and a header grown past the first
-    data block's position moves every block by whole alignment units."""
+    Resolution, its DisplayFunction (PixInsight then opened the linear result black), its ICC
+    profile and RGB working space. They are carried, the profile's block byte for byte with
+    its compression and checksum attributes, through a second generation too; the stretch is
+    dropped when the values are stored scaled, as it would no longer fit them."""
     from astroswin.engine.io import _first_image_element
 
     rgb = np.stack([np.full((5, 7), level, np.float32) for level in (0.1, 0.3, 0.5)])
     rgb[2, 4, 6] = 0.75
-    profile = bytes(np.random.default_rng(1).integers(0, 256, profile_bytes, dtype=np.uint8))
+    profile = bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8))
     resolution = {"horizontal": "300", "vertical": "300", "unit": "inch"}
     stretch = {"m": "0.0012:0.0012:0.0012:0.5", "s": "0.01:0.01:0.01:0", "h": "1:1:1:1", "l": "0:0:0:0", "r": "1:1:1:1", "name": "AutoStretch"}
+    space = {"gamma": "2.2", "x": "0.648431:0.321152:0.155886", "y": "0.330856:0.597871:0.066044", "Y": "0.3:0.6:0.1", "name": "Adobe RGB"}
     attrs = lambda d: " ".join(f'{k}="{v}"' for k, v in d.items())  # noqa: E731
-    _raw_xisf(tmp_path / "in.xisf", rgb, attached=profile, children=f"<Resolution {attrs(resolution)}/><DisplayFunction {attrs(stretch)}/>"
-              '<ICCProfile location="{attached}"/><FITSKeyword name="OBJECT" value="\'M 42\'" comment=""/>')
-    image = read_image(tmp_path / "in.xisf")
-    write_image(tmp_path / "out.xisf", image.data * 0.5, image, history=["restored"])
-    write_image(tmp_path / "bare.xisf", image.data * 0.5, dataclasses.replace(image, xisf_elements=()), history=["restored"])
-    back = read_image(tmp_path / "out.xisf")
-    np.testing.assert_array_equal(back.data, rgb * 0.5)
-    assert back.xisf_metadata["FITSKeywords"]["OBJECT"][0]["value"] == "'M 42'"
-    np.testing.assert_array_equal(XISF(str(tmp_path / "out.xisf")).read_image(0, data_format="channels_first"), rgb * 0.5)
-    element = _first_image_element(tmp_path / "out.xisf")
+    children = (f"<Resolution {attrs(resolution)}/><DisplayFunction {attrs(stretch)}/><RGBWorkingSpace {attrs(space)}/>"
+                '<ICCProfile location=" {attached}" compression="zlib:5200" checksum="sha-1:00"/><Thumbnail geometry="2:2:1" location="inline:base64">AAAA</Thumbnail>')
     ns = "{http://www.pixinsight.com/xisf}"
-    assert element.find(f"{ns}Resolution").attrib == resolution
-    assert element.find(f"{ns}DisplayFunction").attrib == stretch
-    icc = element.find(f"{ns}ICCProfile")
-    assert icc.get("location") == "inline:base64" and base64.b64decode(icc.text) == profile
-    grown = (tmp_path / "out.xisf").stat().st_size - (tmp_path / "bare.xisf").stat().st_size
-    assert grown == 0 if profile_bytes < 1000 else (grown > 0 and grown % 4096 == 0)
-    assert read_image(tmp_path / "out.xisf").xisf_elements == back.xisf_elements and len(back.xisf_elements) == 3
+    for scale in (1.0, 40.0):
+        _raw_xisf(tmp_path / "in.xisf", rgb * scale, attached=profile, children=children)
+        image = read_image(tmp_path / "in.xisf")
+        write_image(tmp_path / "out.xisf", image.data * 0.5, image, history=["restored"], overwrite=True)
+        back = read_image(tmp_path / "out.xisf")
+        stored_as = float(back.xisf_metadata["FITSKeywords"]["ASWSCALE"][0]["value"]) if scale > 1 else 1.0  # original = stored * ASWSCALE
+        np.testing.assert_allclose(back.data * stored_as, rgb * scale * 0.5, rtol=1e-6)
+        write_image(tmp_path / "again.xisf", back.data, back, overwrite=True)  # a second generation
+        for name in ("out.xisf", "again.xisf"):
+            element = _first_image_element(tmp_path / name)
+            assert element.find(f"{ns}Resolution").attrib == resolution and element.find(f"{ns}RGBWorkingSpace").attrib == space
+            assert (element.find(f"{ns}DisplayFunction") is None) == (scale > 1) and element.find(f"{ns}Thumbnail") is None
+            icc = element.find(f"{ns}ICCProfile")
+            assert icc.get("compression") == "zlib:5200" and icc.get("checksum") == "sha-1:00"
+            assert _attached_block(tmp_path / name, icc) == profile and int(icc.get("location").split(":")[1]) % 4096 == 0
+        np.testing.assert_array_equal(XISF(str(tmp_path / "again.xisf")).read_image(0, data_format="channels_first"), back.data)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again.xisf", "in.xisf", "out.xisf"]
+
+
+def test_xisf_header_grown_past_the_first_block_moves_every_block_whole_units(tmp_path):
+    """Carried elements that no longer fit before the first data block move every attached
+    block (pixels and an attached property alike) by whole alignment units."""
+    from astroswin.engine.io import _first_image_element
+    from astroswin.engine.xisf_header import add_image_elements
+
+    planes = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4).transpose(1, 2, 0) / 24
+    note = "x" * 5000  # a String property over the inline limit: the xisf package attaches it
+    XISF.write(str(tmp_path / "f.xisf"), np.ascontiguousarray(planes[..., :1]), image_metadata={"XISFProperties": {"Note": {"id": "Note", "type": "String", "value": note}}})
+    before = (tmp_path / "f.xisf").stat().st_size
+    long = '<DisplayFunction xmlns="http://www.pixinsight.com/xisf" name="' + "s" * 6000 + '"/>'
+    add_image_elements(tmp_path / "f.xisf", ((long, None), ('<ICCProfile xmlns="http://www.pixinsight.com/xisf" location="inline:base64">AAAA</ICCProfile>', None)))
+    raw = (tmp_path / "f.xisf").read_bytes()
+    header_end = 16 + int.from_bytes(raw[8:12], "little")
+    moved = XISF(str(tmp_path / "f.xisf"))
+    np.testing.assert_array_equal(moved.read_image(0)[..., 0], planes[..., 0])
+    assert moved.get_images_metadata()[0]["XISFProperties"]["Note"]["value"] == note
+    assert (len(raw) - before) % 4096 == 0 and len(raw) > before
+    locations = [e.get("location") for e in ET.fromstring(raw[16:header_end]).iter() if (e.get("location") or "").startswith("attachment")]
+    assert len(locations) == 2 and all(int(loc.split(":")[1]) % 4096 == 0 and int(loc.split(":")[1]) >= header_end for loc in locations)
+    assert _first_image_element(tmp_path / "f.xisf").find("{http://www.pixinsight.com/xisf}ICCProfile").text == "AAAA"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.xisf"]
 
 def _second_xisf_image(path: Path) -> None:
     """Rewrite a one-image XISF file to list its image twice (both on the same data block):
