@@ -96,8 +96,21 @@ def test_the_kept_average_is_the_recorded_average_of_committed_runs(tmp_path):
     assert all(torch.equal(rebuilt[k], kept[k]) for k in kept)
 
 
-def test_shipped_weights_are_the_kept_average():
+#: The recipe of the weights bundled since 2026-11-29 evening (MODEL_CARD.md, *What ships*):
+#: the kept average and the run that fine-tuned it with ``star_shape`` (train/configs/shape.toml).
+SHIPPED_RECIPE = ((AVERAGE, 0.5), ("shape.pt", 0.5))
+
+
+def test_shipped_weights_are_the_recorded_average_of_the_kept_average_and_a_committed_run(tmp_path):
+    from astroswin.train.loop import export_pretrained
+
+    resume = ROOT / "train" / "resume"
+    parts = [(part if isinstance(part, Path) else export_pretrained(resume / part, tmp_path / part), share) for part, share in SHIPPED_RECIPE]
+    result = CliRunner().invoke(average_weights.main, [*_parts(*parts), "--out", str(tmp_path / "shipped")])
+    assert result.exit_code == 0, result.output
+    rebuilt = load_folder(tmp_path / "shipped").state_dict()
     shipped = load_folder(ROOT / "engine" / "weights" / "small").state_dict()
+    assert rebuilt.keys() == shipped.keys()
+    assert all(torch.equal(rebuilt[k], shipped[k]) for k in shipped)
     kept = load_folder(AVERAGE).state_dict()
-    assert shipped.keys() == kept.keys()
-    assert all(torch.equal(shipped[k], kept[k]) for k in kept)
+    assert sum(not torch.equal(shipped[k], kept[k]) for k in kept) >= 10  # the run really moved them
