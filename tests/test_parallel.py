@@ -66,7 +66,16 @@ def test_an_error_stops_the_tasks_not_started_and_waits_for_the_running_one(two_
     assert tracker.ended < 10  # the others were cancelled, not run
 
 
-def test_ctrl_c_while_waiting_leaves_no_task_running(two_cpus):
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own SIGINT handler, as a terminal gives it: a shell starts a background job
+    (``pytest &``, ``nohup``) with SIGINT ignored, and Python then installs none."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_while_waiting_leaves_no_task_running(two_cpus, ctrl_c_raises):
     """SIGINT reaches the main thread while it waits for the pool: the running tasks finish
     (they write into the caller's arrays), the rest never start, and the interrupt is raised."""
     tracker = _Tracker()
