@@ -14,12 +14,14 @@ import os
 import re
 import tempfile
 import warnings
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from . import xisf_header
 from .errors import EngineError
 
 FORMATS = {"fits": (".fits", ".fit", ".fts"), "xisf": (".xisf",), "tiff": (".tif", ".tiff")}
@@ -274,8 +276,6 @@ def read_xisf(path: Path) -> Image:
     :mod:`astroswin.engine.xisf_header` carries."""
     from xisf import XISF
 
-    from .xisf_header import carried_elements
-
     try:
         xf = XISF(str(path))
         meta = xf.get_images_metadata()
@@ -296,7 +296,7 @@ def read_xisf(path: Path) -> Image:
     if element is not None:
         keep["FITSKeywords"] = _raw_fits_keywords(element)
         cfa = element.find(f"{_XISF_NS}ColorFilterArray")
-        carried = carried_elements(path, element)
+        carried = xisf_header.carried_elements(path, element)
     return Image(data=data, format="xisf", dtype=np.dtype(meta[0]["dtype"]), xisf_metadata=keep, xisf_elements=carried, other_images=len(meta) - 1,
                  cfa_element=None if cfa is None else cfa.get("pattern"))
 
@@ -313,19 +313,15 @@ def _as_stored(planar: np.ndarray, meta: dict) -> np.ndarray:
     return planar
 
 
-_XISF_NS = "{http://www.pixinsight.com/xisf}"
+_XISF_NS = f"{{{xisf_header.NAMESPACE}}}"
 
 
 def _first_image_element(path: Path):
     """The XML ``Image`` element of an XISF file's first image, or None if unreadable. Read from
-    the header (signature, uint32 little-endian length, 4 reserved bytes, XML): the xisf package
-    strips keyword quotes and skips elements such as ``ColorFilterArray``."""
-    import xml.etree.ElementTree as ET
-
+    the header (:func:`~astroswin.engine.xisf_header.read_header`): the xisf package strips
+    keyword quotes and skips elements such as ``ColorFilterArray``."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-            root = ET.fromstring(fh.read(int.from_bytes(head[8:12], "little")))
+        _, root = xisf_header.read_header(path)
     except (OSError, ET.ParseError):
         return None
     return root.find(f"{_XISF_NS}Image")
@@ -541,8 +537,6 @@ def write_xisf(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype
     not when the values were scaled, since it would no longer fit them."""
     from xisf import XISF
 
-    from .xisf_header import add_image_elements, without
-
     metadata = {"FITSKeywords": {}, "XISFProperties": {}}
     if image is not None and image.format == "xisf":
         metadata = {k: dict(v) for k, v in image.xisf_metadata.items()}
@@ -564,14 +558,14 @@ def write_xisf(tmp: Path, data: np.ndarray, image: Image | None, dtype: np.dtype
             stored = data / scale
             metadata.setdefault("XISFProperties", {})["AstroSWIN:Scale"] = {"id": "AstroSWIN:Scale", "type": "Float64", "value": scale}
             metadata["FITSKeywords"]["ASWSCALE"] = [{"value": repr(scale), "comment": "AstroSWIN: original = stored * ASWSCALE"}]
-            carried = without(carried, "DisplayFunction")
+            carried = xisf_header.without(carried, "DisplayFunction")
         stored = np.clip(stored, 0.0, 1.0)
     keywords = metadata["FITSKeywords"]
     keywords["HISTORY"] = list(keywords.get("HISTORY", [])) + [{"value": line, "comment": ""} for line in history]
     hwc = np.moveaxis(to_storage(stored if stored.ndim == 3 else stored[None], dtype), 0, -1)
     XISF.write(str(tmp), np.ascontiguousarray(hwc), creator_app=_creator(), image_metadata=metadata, codec=None)
     _declare_utf8(tmp)
-    add_image_elements(tmp, carried)
+    xisf_header.add_image_elements(tmp, carried)
 
 
 #: The XML declaration the xisf package writes, and the same 38 bytes as XISF asks for it.

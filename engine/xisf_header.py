@@ -32,6 +32,13 @@ _DEFAULT_ALIGNMENT = 4096
 ET.register_namespace("", NAMESPACE)
 
 
+def read_header(path: Path) -> tuple[bytes, ET.Element]:
+    """The file's 16-byte preamble and its parsed XML header (OSError, ET.ParseError)."""
+    with open(path, "rb") as fh:
+        preamble = fh.read(_PREAMBLE)
+        return preamble, ET.fromstring(fh.read(int.from_bytes(preamble[8:12], "little")))
+
+
 def _attachment(location: str | None) -> tuple[int, int] | None:
     """``(position, size)`` of an ``attachment:position:size`` location, else None."""
     parts = [part.strip() for part in (location or "").split(":")]
@@ -96,9 +103,7 @@ def add_image_elements(path: Path, elements: tuple[Carried, ...]) -> None:
     """
     if not elements:
         return
-    with open(path, "rb") as fh:
-        preamble = fh.read(_PREAMBLE)
-        root = ET.fromstring(fh.read(int.from_bytes(preamble[8:12], "little")))
+    preamble, root = read_header(path)
     image = root.find(f"{{{NAMESPACE}}}Image")
     if image is None:
         raise ValueError(f"{path.name}: no Image element in the XISF header")
