@@ -694,6 +694,22 @@ def test_a_stop_signal_finishes_the_step_and_resumes_exactly(tmp_path, signum):
         assert signal.getsignal(s) is handler
 
 
+def test_a_run_that_fails_before_its_first_step_leaves_the_callers_signal_handlers(tmp_path, monkeypatch):
+    """The trainer's stop handlers once went in before the validation set was built: an error
+    there left them installed, and the caller's next Ctrl-C became a silent stop request."""
+    from astroswin.train import loop
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no validation scenes")
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(loop, "validation_set", broken)
+    with pytest.raises(RuntimeError, match="no validation scenes"):
+        loop.Trainer(_tiny(tmp_path), tmp_path / "run").run()
+    for s, handler in handlers.items():
+        assert signal.getsignal(s) is handler
+
+
 def test_a_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(tmp_path):
     from astroswin.train.loop import Trainer
 

@@ -279,10 +279,10 @@ class Trainer:
             if self.is_main:
                 print("stopping after this step (Ctrl-C again: at once, keeping the last checkpoint)", flush=True)
 
-        for signum in stops:
-            signal.signal(signum, request_stop)
         val = validation_set(cfg.log.val_scenes, cfg.log.val_size, cfg.degrade, [k for k, w in cfg.data.kinds.items() if w > 0], cfg.data.target, cfg.data.emission_scale) if self.is_main else None
         self.stream = self.batches()
+        for signum in stops:  # only now: an error above must leave the caller's handlers in place
+            signal.signal(signum, request_stop)
         start = time.time()
         try:
             while self.step < cfg.optim.steps and not self.should_stop():
