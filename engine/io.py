@@ -295,7 +295,7 @@ def read_xisf(path: Path) -> Image:
     cfa, carried = None, ()
     if element is not None:
         keep["FITSKeywords"] = _raw_fits_keywords(element)
-        cfa = element.find(f"{_XISF_NS}ColorFilterArray")
+        cfa = element.find(xisf_header.TAG + "ColorFilterArray")
         carried = xisf_header.carried_elements(path, element)
     return Image(data=data, format="xisf", dtype=np.dtype(meta[0]["dtype"]), xisf_metadata=keep, xisf_elements=carried, other_images=len(meta) - 1,
                  cfa_element=None if cfa is None else cfa.get("pattern"))
@@ -313,9 +313,6 @@ def _as_stored(planar: np.ndarray, meta: dict) -> np.ndarray:
     return planar
 
 
-_XISF_NS = f"{{{xisf_header.NAMESPACE}}}"
-
-
 def _first_image_element(path: Path):
     """The XML ``Image`` element of an XISF file's first image, or None if unreadable. Read from
     the header (:func:`~astroswin.engine.xisf_header.read_header`): the xisf package strips
@@ -324,14 +321,14 @@ def _first_image_element(path: Path):
         _, root = xisf_header.read_header(path)
     except (OSError, ET.ParseError):
         return None
-    return root.find(f"{_XISF_NS}Image")
+    return root.find(xisf_header.TAG + "Image")
 
 
 def _raw_fits_keywords(image_element) -> dict:
     """The image's ``FITSKeyword`` values as the file holds them, quotes kept: the xisf package
     strips them, and with them whether ``'0012'`` was a string."""
     keywords: dict[str, list] = {}
-    for element in image_element.findall(f"{_XISF_NS}FITSKeyword"):
+    for element in image_element.findall(xisf_header.TAG + "FITSKeyword"):
         keywords.setdefault(element.get("name", ""), []).append({"value": element.get("value", ""), "comment": element.get("comment", "")})
     return keywords
 

@@ -20,6 +20,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 NAMESPACE = "http://www.pixinsight.com/xisf"
+#: ElementTree's prefix for that namespace's tags: ``TAG + "Image"``.
+TAG = f"{{{NAMESPACE}}}"
 #: The Image children carried to the output. A Thumbnail would show the unrestored image, and a
 #: ColorFilterArray is read as the mosaic it names (``engine.cfa``), so neither is carried.
 CARRIED = ("Resolution", "DisplayFunction", "ICCProfile", "RGBWorkingSpace")
@@ -65,7 +67,7 @@ def carried_elements(path: Path, image_element: ET.Element) -> tuple[Carried, ..
     """
     carried = []
     for name in CARRIED:
-        for element in image_element.findall(f"{{{NAMESPACE}}}{name}"):
+        for element in image_element.findall(TAG + name):
             location = (element.get("location") or "").strip()
             block = None
             if location.startswith(("path", "url")):
@@ -88,7 +90,7 @@ def carried_elements(path: Path, image_element: ET.Element) -> tuple[Carried, ..
 
 def without(elements: tuple[Carried, ...], name: str) -> tuple[Carried, ...]:
     """``elements`` less those named ``name`` (e.g. ``"DisplayFunction"``)."""
-    return tuple(item for item in elements if ET.fromstring(item[0]).tag != f"{{{NAMESPACE}}}{name}")
+    return tuple(item for item in elements if ET.fromstring(item[0]).tag != TAG + name)
 
 
 def add_image_elements(path: Path, elements: tuple[Carried, ...]) -> None:
@@ -104,7 +106,7 @@ def add_image_elements(path: Path, elements: tuple[Carried, ...]) -> None:
     if not elements:
         return
     preamble, root = read_header(path)
-    image = root.find(f"{{{NAMESPACE}}}Image")
+    image = root.find(TAG + "Image")
     if image is None:
         raise ValueError(f"{path.name}: no Image element in the XISF header")
     alignment = _alignment(root)
@@ -149,7 +151,7 @@ def add_image_elements(path: Path, elements: tuple[Carried, ...]) -> None:
 
 
 def _alignment(root: ET.Element) -> int:
-    for prop in root.iter(f"{{{NAMESPACE}}}Property"):
+    for prop in root.iter(TAG + "Property"):
         if prop.get("id") == "XISF:BlockAlignmentSize":
             try:
                 return max(1, int(prop.get("value") or prop.text or ""))
