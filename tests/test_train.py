@@ -159,6 +159,34 @@ def test_star_shape_compares_sizes_about_each_stars_own_centroid():
     errors = [losses.star_shape(to_s(star(s)), to_s(star(0.55))).item() for s in (0.55, 0.8, 1.1, 1.4)]
     assert errors[0] == pytest.approx(0.0, abs=1e-5) and errors == sorted(errors) and errors[-1] > 0.5
 
+def test_false_peaks_weighs_compact_excess_away_from_the_targets_light():
+    from astroswin.engine.normalize import RANGE, SOFTENING
+
+    to_s = lambda v: torch.asinh(v / SOFTENING) / RANGE  # noqa: E731
+    sky = torch.zeros(1, 1, 20, 20)
+    blob = sky.clone()
+    blob[0, 0, 10, 10] = 3.0  # sigma units: 2 over the 1 sigma threshold
+    blob[0, 0, [9, 11, 10, 10], [10, 10, 9, 11]] = 1.5  # 0.5 over it each; the corners are 0
+    # (2 + 4 * 0.5) sigma over 20 * 20 pixels
+    assert losses.false_peaks(to_s(blob), to_s(sky)).item() == pytest.approx(4.0 / 400, rel=1e-4)
+    # the same blob where the target has it, or has a star within 4 px, is not false
+    assert losses.false_peaks(to_s(blob), to_s(blob)).item() == pytest.approx(0.0, abs=1e-7)
+    for dx, counted in ((4, False), (5, True)):
+        star = sky.clone()
+        star[0, 0, 10, 10 + dx] = 5.0
+        found = losses.false_peaks(to_s(blob + star), to_s(star)).item()
+        assert found == (pytest.approx(4.0 / 400, rel=1e-3) if counted else 0.0)
+    # a dip or a bump under the threshold: zero, with a gradient path
+    for wrong in (-blob, blob / 4):
+        guess = to_s(wrong).requires_grad_()
+        zero = losses.false_peaks(guess, to_s(sky))
+        assert zero.item() == 0.0 and zero.requires_grad
+    # the gradient lowers the blob's pixels over the threshold and no others
+    guess = to_s(blob).requires_grad_()
+    losses.false_peaks(guess, to_s(sky)).backward()
+    assert (guess.grad > 0).sum() == 5 and (guess.grad < 0).sum() == 0
+
+
 def test_weighted_loss_logs_each_term_and_rejects_unknown():
     p, t = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
     total, terms = losses.weighted_loss(p, t, {"l1": 2.0, "mse": 1.0})

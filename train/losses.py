@@ -1,8 +1,8 @@
 """Loss terms of the staged curriculum, as pure tensor functions ``(B, C, H, W) -> scalar``.
 
 Predictions ``p`` and targets ``t`` are in the engine's stretched space
-(:mod:`astroswin.engine.normalize`); :func:`flux`, :func:`bright_flux`, :func:`linear_sharp` and
-:func:`star_shape` map them back to linear (noise-sigma units) first. The original AstroSWIN's terms are
+(:mod:`astroswin.engine.normalize`); :func:`flux`, :func:`bright_flux`, :func:`linear_sharp`,
+:func:`star_shape` and :func:`false_peaks` map them back to linear (noise-sigma units) first. The original AstroSWIN's terms are
 reproduced as they were, with its one real bug fixed (AHBG's mask pointed the wrong way);
 :func:`flux` is new: a loss on a display stretch hardly weighs bright cores, and without it
 the model learns to dim stars by 20-35%.
@@ -220,6 +220,27 @@ def star_shape(p, t, threshold: float = 10.0, window: int = 7, outer: int = 11, 
     return (error * stars).sum() / stars.sum().clamp_min(1.0)
 
 
+def false_peaks(p, t, threshold: float = 1.0, light: float = 0.1, clearance: int = 4):
+    """Excess of the output's compact peaks where the target is dark sky, in noise sigmas per pixel.
+
+    A peak is a local maximum (3 x 3) of ``p - t`` in linear noise-sigma units
+    (:func:`to_sigma_units`) above ``threshold``, more than ``clearance`` px from every target
+    pixel brighter than ``light``. Each peak's 3 x 3 neighbourhood adds ``relu(p - t -
+    threshold)``; the sum is divided by the number of pixels, so a crop's loss grows with its
+    count of false peaks. Noise correlated between pixels, as in every registered stack, comes
+    in blobs that the sharpening terms (:func:`star_shape` most) reward making into compact
+    peaks, and no other term penalises a peak where the target has nothing. This is the
+    quantity ``scripts/correlated_noise.py`` counts. Zero (with a gradient path) when no peak
+    is found.
+    """
+    _check(p, t)
+    residual = to_sigma_units(p.float()) - to_sigma_units(t.float())
+    lit = F.max_pool2d((to_sigma_units(t.float()) > light).float(), 2 * clearance + 1, stride=1, padding=clearance)
+    peak = (residual == F.max_pool2d(residual, 3, stride=1, padding=1)) & (residual > threshold) & (lit == 0)
+    near_peak = F.max_pool2d(peak.float(), 3, stride=1, padding=1)
+    return (F.relu(residual - threshold) * near_peak).mean()
+
+
 #: Registry: name -> function. Config keys name these; ``params`` in the config pass keywords.
 LOSSES = {
     "l1": l1,
@@ -233,6 +254,7 @@ LOSSES = {
     "bright_flux": bright_flux,
     "linear_sharp": linear_sharp,
     "star_shape": star_shape,
+    "false_peaks": false_peaks,
 }
 
 
