@@ -187,6 +187,26 @@ def test_false_peaks_weighs_compact_excess_away_from_the_targets_light():
     assert (guess.grad > 0).sum() == 5 and (guess.grad < 0).sum() == 0
 
 
+def test_sky_level_is_the_mean_offset_of_dark_sky_per_image():
+    from astroswin.engine.normalize import RANGE, SOFTENING
+
+    to_s = lambda v: torch.asinh(v / SOFTENING) / RANGE  # noqa: E731
+    target = torch.zeros(2, 3, 20, 20)
+    target[0, 1, 2, 2] = 50.0  # a star in one channel darkens every channel's 7 x 7 around it: 49 of 400 lit
+    output = target.clone()
+    output[0] += 0.05  # a pedestal on the first image, star included; the second is right
+    assert losses.sky_level(to_s(output), to_s(target)).item() == pytest.approx(0.05 / 2, rel=1e-3)
+    output[0, :, :5, :5] += 100.0  # light near the star is not sky
+    assert losses.sky_level(to_s(output), to_s(target)).item() == pytest.approx(0.05 / 2, rel=1e-3)
+    # a pedestal below the sky counts the same; an image that is all light, or whose sky lies
+    # below the stretch's background (a crop of nebula), counts nothing
+    assert losses.sky_level(to_s(-output.clamp_max(0.05)), to_s(target)).item() == pytest.approx(0.05 / 2, rel=1e-3)
+    for level in (5.0, -2.0):
+        guess = to_s(torch.full((1, 1, 8, 8), level + 0.5)).requires_grad_()
+        zero = losses.sky_level(guess, to_s(torch.full((1, 1, 8, 8), level)))
+        assert zero.item() == 0.0 and zero.requires_grad
+
+
 def test_weighted_loss_logs_each_term_and_rejects_unknown():
     p, t = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
     total, terms = losses.weighted_loss(p, t, {"l1": 2.0, "mse": 1.0})
