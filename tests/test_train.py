@@ -176,6 +176,9 @@ def test_false_peaks_weighs_compact_excess_away_from_the_targets_light():
         star[0, 0, 10, 10 + dx] = 5.0
         found = losses.false_peaks(to_s(blob + star), to_s(star)).item()
         assert found == (pytest.approx(4.0 / 400, rel=1e-3) if counted else 0.0)
+    # nor is it on a target 2 sigma under the stretch's background (a nebula's dark lane, whose
+    # noise is the nebula's): only the sky counts
+    assert losses.false_peaks(to_s(blob - 2.0), to_s(sky - 2.0)).item() == 0.0
     # a dip or a bump under the threshold: zero, with a gradient path
     for wrong in (-blob, blob / 4):
         guess = to_s(wrong).requires_grad_()

@@ -220,12 +220,24 @@ def star_shape(p, t, threshold: float = 10.0, window: int = 7, outer: int = 11, 
     return (error * stars).sum() / stars.sum().clamp_min(1.0)
 
 
-def false_peaks(p, t, threshold: float = 1.0, light: float = 0.1, clearance: int = 4):
+def dark_sky(t, light: float = 1.0, clearance: int = 4):
+    """Where the target is sky: ``(B, 1, H, W)``, true more than ``clearance`` px from every pixel
+    (of any channel) further than ``light`` noise sigmas from the stretch's background.
+
+    Further *below* counts too: in a crop of nebula or galaxy the true sky and the dark lanes lie
+    under the background the stretch estimated (by up to tens of sigma), the noise there is the
+    emission's shot noise, not the sky's, and restoring the blur's spill into them is the job of
+    the other terms.
+    """
+    lit = F.max_pool2d((to_sigma_units(t.float()).abs() > light).float(), 2 * clearance + 1, stride=1, padding=clearance)
+    return lit.amax(1, keepdim=True) == 0
+
+
+def false_peaks(p, t, threshold: float = 1.0, light: float = 1.0, clearance: int = 4):
     """Excess of the output's compact peaks where the target is dark sky, in noise sigmas per pixel.
 
     A peak is a local maximum (3 x 3) of ``p - t`` in linear noise-sigma units
-    (:func:`to_sigma_units`) above ``threshold``, more than ``clearance`` px from every target
-    pixel brighter than ``light``. Each peak's 3 x 3 neighbourhood adds ``relu(p - t -
+    (:func:`to_sigma_units`) above ``threshold``, on the target's :func:`dark_sky`. Each peak's 3 x 3 neighbourhood adds ``relu(p - t -
     threshold)``; the sum is divided by the number of pixels, so a crop's loss grows with its
     count of false peaks. Noise correlated between pixels, as in every registered stack, comes
     in blobs that the sharpening terms (:func:`star_shape` most) reward making into compact
@@ -235,20 +247,16 @@ def false_peaks(p, t, threshold: float = 1.0, light: float = 0.1, clearance: int
     """
     _check(p, t)
     residual = to_sigma_units(p.float()) - to_sigma_units(t.float())
-    lit = F.max_pool2d((to_sigma_units(t.float()) > light).float(), 2 * clearance + 1, stride=1, padding=clearance)
-    peak = (residual == F.max_pool2d(residual, 3, stride=1, padding=1)) & (residual > threshold) & (lit == 0)
+    peak = (residual == F.max_pool2d(residual, 3, stride=1, padding=1)) & (residual > threshold) & dark_sky(t, light, clearance)
     near_peak = F.max_pool2d(peak.float(), 3, stride=1, padding=1)
     return (F.relu(residual - threshold) * near_peak).mean()
 
 
-def sky_level(p, t, light: float = 0.1, clearance: int = 4):
+def sky_level(p, t, light: float = 1.0, clearance: int = 4):
     """Offset of the output's dark sky from the target's, ``|mean(p - t)|`` per image, in noise sigmas.
 
-    The mean runs over the pixels (every channel) more than ``clearance`` px from every target
-    pixel further than ``light`` from the background the stretch estimated, and the absolute
-    values are averaged over the batch. In a crop of nebula or galaxy the true sky lies below
-    that estimate (by up to tens of sigma), so its dark lanes, where restoring the blur's spill
-    is the job of every other term, do not count. Every other term is an average over pixels in which a pedestal a
+    The mean runs over the target's :func:`dark_sky` (every channel), and the absolute values
+    are averaged over the batch. Every other term is an average over pixels in which a pedestal a
     few hundredths of a sigma high costs almost nothing, yet over a whole frame such a pedestal
     holds more light than its faint stars: trained with :func:`false_peaks` the network raised
     the sky by 0.02 sigma, and a high-noise frame's total flux read 1.14 of the truth. Zero
@@ -256,8 +264,7 @@ def sky_level(p, t, light: float = 0.1, clearance: int = 4):
     """
     _check(p, t)
     residual = to_sigma_units(p.float()) - to_sigma_units(t.float())
-    lit = F.max_pool2d((to_sigma_units(t.float()).abs() > light).float(), 2 * clearance + 1, stride=1, padding=clearance)
-    dark = (lit.amax(1, keepdim=True) == 0).float().expand_as(residual)
+    dark = dark_sky(t, light, clearance).float().expand_as(residual)
     offset = (residual * dark).sum((1, 2, 3)) / dark.sum((1, 2, 3)).clamp_min(1.0)
     return offset.abs().mean()
 
