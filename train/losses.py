@@ -237,8 +237,8 @@ def false_peaks(p, t, threshold: float = 1.0, light: float = 1.0, clearance: int
     """Excess of the output's compact peaks where the target is dark sky, in noise sigmas per pixel.
 
     A peak is a local maximum (3 x 3) of ``p - t`` in linear noise-sigma units
-    (:func:`to_sigma_units`) above ``threshold``, on the target's :func:`dark_sky`. Each peak's 3 x 3 neighbourhood adds ``relu(p - t -
-    threshold)``; the sum is divided by the number of pixels, so a crop's loss grows with its
+    (:func:`to_sigma_units`) above ``threshold``, on the target's :func:`dark_sky`. Each peak's
+    3 x 3 neighbourhood adds ``relu(p - t - threshold)``; the sum is divided by the number of pixels, so a crop's loss grows with its
     count of false peaks. Noise correlated between pixels, as in every registered stack, comes
     in blobs that the sharpening terms (:func:`star_shape` most) reward making into compact
     peaks, and no other term penalises a peak where the target has nothing. This is the
@@ -258,8 +258,9 @@ def sky_level(p, t, light: float = 1.0, clearance: int = 4):
     The mean runs over the target's :func:`dark_sky` (every channel), and the absolute values
     are averaged over the batch. Every other term is an average over pixels in which a pedestal a
     few hundredths of a sigma high costs almost nothing, yet over a whole frame such a pedestal
-    holds more light than its faint stars: trained with :func:`false_peaks` the network raised
-    the sky by 0.02 sigma, and a high-noise frame's total flux read 1.14 of the truth. Zero
+    holds more light than its faint stars: fine-tuned with a first :func:`false_peaks` and
+    without this term, the network raised the sky by 0.02 sigma, and a high-noise frame's total
+    flux read 1.14 of the truth (``MODEL_CARD.md``, *False peaks*). Zero
     (with a gradient path) for an image with no dark sky.
     """
     _check(p, t)
