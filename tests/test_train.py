@@ -14,10 +14,18 @@ import numpy as np
 import pytest
 import torch
 
+from astroswin.engine.normalize import RANGE, SOFTENING
 from astroswin.train import losses, psf
 from astroswin.train.config import from_dict, load_config
 from astroswin.train.degrade import DegradeConfig, degrade
 from astroswin.train.scenes import SCENE_KINDS, make_scene
+
+
+def to_s(sigmas: torch.Tensor) -> torch.Tensor:
+    """Noise-sigma units above the background -> the engine's stretch (the inverse of
+    :func:`losses.to_sigma_units`), so a loss test can state its values in sigmas."""
+    return torch.asinh(sigmas / SOFTENING) / RANGE
+
 
 CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
 
@@ -76,11 +84,8 @@ def test_sharp_and_laplacian():
 
 
 def test_flux_loss_sees_dimmed_stars():
-    from astroswin.engine.normalize import RANGE, SOFTENING
-
     lin = torch.zeros(1, 1, 16, 16)
     lin[0, 0, 8, 8] = 1000.0  # sigma units
-    to_s = lambda v: torch.asinh(v / SOFTENING) / RANGE  # noqa: E731
     t = to_s(lin)
     assert losses.flux(t, t).item() == 0.0
     dimmed = losses.flux(to_s(lin * 0.7), t).item()
@@ -89,9 +94,6 @@ def test_flux_loss_sees_dimmed_stars():
 
 
 def test_bright_flux_is_the_relative_error_of_bright_apertures_only():
-    from astroswin.engine.normalize import RANGE, SOFTENING
-
-    to_s = lambda v: torch.asinh(v / SOFTENING) / RANGE  # noqa: E731
     lin = torch.zeros(1, 1, 64, 64)
     lin[0, 0, 10, 10] = 1000.0  # one bright star in a wide crop of empty sky (sigma units)
     lin[0, 0, 40, 40] = 50.0  # and one below the threshold: ignored
@@ -108,9 +110,6 @@ def test_bright_flux_is_the_relative_error_of_bright_apertures_only():
 
 
 def test_linear_sharp_hand_value_and_background_invariance():
-    from astroswin.engine.normalize import RANGE, SOFTENING
-
-    to_s = lambda v: torch.asinh(v / SOFTENING) / RANGE  # noqa: E731
     flat = torch.zeros(1, 1, 5, 5)
     spike = flat.clone()
     spike[0, 0, 2, 2] = 30.0  # sigma units
@@ -131,9 +130,6 @@ def test_linear_sharp_hand_value_and_background_invariance():
 
 
 def test_star_shape_compares_sizes_about_each_stars_own_centroid():
-    from astroswin.engine.normalize import RANGE, SOFTENING
-
-    to_s = lambda v: torch.asinh(v / SOFTENING) / RANGE  # noqa: E731
     spike = torch.zeros(1, 1, 17, 17)
     spike[0, 0, 8, 8] = 200.0  # sigma units: second moment 0 px^2
     plus = torch.zeros_like(spike)
@@ -159,10 +155,8 @@ def test_star_shape_compares_sizes_about_each_stars_own_centroid():
     errors = [losses.star_shape(to_s(star(s)), to_s(star(0.55))).item() for s in (0.55, 0.8, 1.1, 1.4)]
     assert errors[0] == pytest.approx(0.0, abs=1e-5) and errors == sorted(errors) and errors[-1] > 0.5
 
-def test_false_peaks_weighs_compact_excess_away_from_the_targets_light():
-    from astroswin.engine.normalize import RANGE, SOFTENING
 
-    to_s = lambda v: torch.asinh(v / SOFTENING) / RANGE  # noqa: E731
+def test_false_peaks_weighs_compact_excess_away_from_the_targets_light():
     sky = torch.zeros(1, 1, 20, 20)
     blob = sky.clone()
     blob[0, 0, 10, 10] = 3.0  # sigma units: 2 over the 1 sigma threshold
@@ -191,9 +185,6 @@ def test_false_peaks_weighs_compact_excess_away_from_the_targets_light():
 
 
 def test_sky_level_is_the_mean_offset_of_dark_sky_per_image():
-    from astroswin.engine.normalize import RANGE, SOFTENING
-
-    to_s = lambda v: torch.asinh(v / SOFTENING) / RANGE  # noqa: E731
     target = torch.zeros(2, 3, 20, 20)
     target[0, 1, 2, 2] = 50.0  # a star in one channel darkens every channel's 7 x 7 around it: 49 of 400 lit
     output = target.clone()

@@ -2,8 +2,8 @@
 
 Predictions ``p`` and targets ``t`` are in the engine's stretched space
 (:mod:`astroswin.engine.normalize`); :func:`flux`, :func:`bright_flux`, :func:`linear_sharp`,
-:func:`star_shape`, :func:`false_peaks` and :func:`sky_level` map them back to linear (noise-sigma units) first. The original AstroSWIN's terms are
-reproduced as they were, with its one real bug fixed (AHBG's mask pointed the wrong way);
+:func:`star_shape`, :func:`false_peaks` and :func:`sky_level` map them back to linear
+(noise-sigma units) first. The original AstroSWIN's terms are reproduced as they were, with its one real bug fixed (AHBG's mask pointed the wrong way);
 :func:`flux` is new: a loss on a display stretch hardly weighs bright cores, and without it
 the model learns to dim stars by 20-35%.
 """
@@ -220,16 +220,19 @@ def star_shape(p, t, threshold: float = 10.0, window: int = 7, outer: int = 11, 
     return (error * stars).sum() / stars.sum().clamp_min(1.0)
 
 
-def dark_sky(t, light: float = 1.0, clearance: int = 4):
+def dark_sky(linear_target, light: float = 1.0, clearance: int = 4):
     """Where the target is sky: ``(B, 1, H, W)``, true more than ``clearance`` px from every pixel
     (of any channel) further than ``light`` noise sigmas from the stretch's background.
+
+    ``linear_target`` is the target in noise-sigma units (:func:`to_sigma_units`), which its
+    callers have already computed.
 
     Further *below* counts too: in a crop of nebula or galaxy the true sky and the dark lanes lie
     under the background the stretch estimated (by up to tens of sigma), the noise there is the
     emission's shot noise, not the sky's, and restoring the blur's spill into them is the job of
     the other terms.
     """
-    lit = F.max_pool2d((to_sigma_units(t.float()).abs() > light).float(), 2 * clearance + 1, stride=1, padding=clearance)
+    lit = F.max_pool2d((linear_target.abs() > light).float(), 2 * clearance + 1, stride=1, padding=clearance)
     return lit.amax(1, keepdim=True) == 0
 
 
@@ -238,16 +241,17 @@ def false_peaks(p, t, threshold: float = 1.0, light: float = 1.0, clearance: int
 
     A peak is a local maximum (3 x 3) of ``p - t`` in linear noise-sigma units
     (:func:`to_sigma_units`) above ``threshold``, on the target's :func:`dark_sky`. Each peak's
-    3 x 3 neighbourhood adds ``relu(p - t - threshold)``; the sum is divided by the number of pixels, so a crop's loss grows with its
-    count of false peaks. Noise correlated between pixels, as in every registered stack, comes
+    3 x 3 neighbourhood adds ``relu(p - t - threshold)``; the sum is divided by the number of
+    pixels, so a crop's loss grows with its count of false peaks. Noise correlated between pixels, as in every registered stack, comes
     in blobs that the sharpening terms (:func:`star_shape` most) reward making into compact
     peaks, and no other term penalises a peak where the target has nothing. This is the
     quantity ``scripts/correlated_noise.py`` counts. Zero (with a gradient path) when no peak
     is found.
     """
     _check(p, t)
-    residual = to_sigma_units(p.float()) - to_sigma_units(t.float())
-    peak = (residual == F.max_pool2d(residual, 3, stride=1, padding=1)) & (residual > threshold) & dark_sky(t, light, clearance)
+    lt = to_sigma_units(t.float())
+    residual = to_sigma_units(p.float()) - lt
+    peak = (residual == F.max_pool2d(residual, 3, stride=1, padding=1)) & (residual > threshold) & dark_sky(lt, light, clearance)
     near_peak = F.max_pool2d(peak.float(), 3, stride=1, padding=1)
     return (F.relu(residual - threshold) * near_peak).mean()
 
@@ -264,8 +268,9 @@ def sky_level(p, t, light: float = 1.0, clearance: int = 4):
     (with a gradient path) for an image with no dark sky.
     """
     _check(p, t)
-    residual = to_sigma_units(p.float()) - to_sigma_units(t.float())
-    dark = dark_sky(t, light, clearance).float().expand_as(residual)
+    lt = to_sigma_units(t.float())
+    residual = to_sigma_units(p.float()) - lt
+    dark = dark_sky(lt, light, clearance).float().expand_as(residual)
     offset = (residual * dark).sum((1, 2, 3)) / dark.sum((1, 2, 3)).clamp_min(1.0)
     return offset.abs().mean()
 
