@@ -9,7 +9,7 @@ the result is written with ``save_pretrained``, so the engine loads it like any 
 
     python scripts/average_weights.py --part FOLDER_A 0.7 --part FOLDER_B 0.3 --out DIR
 
-The bundled weights' recipe is in the README (*Training*) and in ``SHIPPED_RECIPE`` of
+The bundled weights' recipe is in the README (*Training*) and in ``RECIPES`` of
 ``tests/test_average_weights.py``, which rebuilds them.
 """
 

@@ -73,44 +73,33 @@ def test_a_folder_that_is_not_a_model_is_one_line_not_a_traceback(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-#: The recipe of the average bundled from 2026-11-28 evening (MODEL_CARD.md, *What ships*;
-#: README, *Training*): committed training states under train/resume, each exported as its EMA
-#: weights, and their shares. The average is kept as ``train/resume/average``, the start of
-#: later fine-tunes.
-AVERAGE_RECIPE = (("emission.pt", 0.4), ("galaxy.pt", 0.4), ("colour.pt", 0.2))
-AVERAGE = ROOT / "train" / "resume" / "average"
+#: Every recorded average (MODEL_CARD.md, *What ships* and *Resume*): the folder that holds it and
+#: its parts, each a committed training state under train/resume (exported as its EMA weights) or
+#: an earlier average, with its share. Each average was bundled in its turn, and is kept as the
+#: start of the fine-tunes run from it.
+RESUME = ROOT / "train" / "resume"
+AVERAGE = RESUME / "average"  # bundled from 2026-11-28 evening
+AVERAGE_SHAPE = RESUME / "average_shape"  # bundled from 2026-11-29 evening, + star_shape (shape.toml)
+SHIPPED = ROOT / "engine" / "weights" / "small"  # bundled from 2026-11-30, + false_peaks and sky_level
+RECIPES = {
+    AVERAGE: (("emission.pt", 0.4), ("galaxy.pt", 0.4), ("colour.pt", 0.2)),
+    AVERAGE_SHAPE: ((AVERAGE, 0.5), ("shape.pt", 0.5)),
+    SHIPPED: ((AVERAGE_SHAPE, 0.5), ("shape_peaks_sky.pt", 0.5)),
+}
 
 
-def test_the_kept_average_is_the_recorded_average_of_committed_runs(tmp_path):
+@pytest.mark.parametrize("kept", list(RECIPES), ids=lambda folder: folder.name)
+def test_every_kept_average_is_its_recorded_recipe_of_committed_runs(tmp_path, kept):
     """Rebuilt from the committed states, so neither the weights nor the recipe can change
     without the other."""
     from astroswin.train.loop import export_pretrained
 
-    resume = ROOT / "train" / "resume"
-    parts = [(export_pretrained(resume / state, tmp_path / state), share) for state, share in AVERAGE_RECIPE]
-    result = CliRunner().invoke(average_weights.main, [*_parts(*parts), "--out", str(tmp_path / "avg")])
+    parts = [(part if isinstance(part, Path) else export_pretrained(RESUME / part, tmp_path / part), share) for part, share in RECIPES[kept]]
+    result = CliRunner().invoke(average_weights.main, [*_parts(*parts), "--out", str(tmp_path / "rebuilt")])
     assert result.exit_code == 0, result.output
-    rebuilt = load_folder(tmp_path / "avg").state_dict()
-    kept = load_folder(AVERAGE).state_dict()
-    assert rebuilt.keys() == kept.keys()
-    assert all(torch.equal(rebuilt[k], kept[k]) for k in kept)
-
-
-#: The recipe of the weights bundled since 2026-11-29 evening (MODEL_CARD.md, *What ships*):
-#: the kept average and the run that fine-tuned it with ``star_shape`` (train/configs/shape.toml).
-SHIPPED_RECIPE = ((AVERAGE, 0.5), ("shape.pt", 0.5))
-
-
-def test_shipped_weights_are_the_recorded_average_of_the_kept_average_and_a_committed_run(tmp_path):
-    from astroswin.train.loop import export_pretrained
-
-    resume = ROOT / "train" / "resume"
-    parts = [(part if isinstance(part, Path) else export_pretrained(resume / part, tmp_path / part), share) for part, share in SHIPPED_RECIPE]
-    result = CliRunner().invoke(average_weights.main, [*_parts(*parts), "--out", str(tmp_path / "shipped")])
-    assert result.exit_code == 0, result.output
-    rebuilt = load_folder(tmp_path / "shipped").state_dict()
-    shipped = load_folder(ROOT / "engine" / "weights" / "small").state_dict()
-    assert rebuilt.keys() == shipped.keys()
-    assert all(torch.equal(rebuilt[k], shipped[k]) for k in shipped)
-    kept = load_folder(AVERAGE).state_dict()
-    assert sum(not torch.equal(shipped[k], kept[k]) for k in kept) >= 10  # the run really moved them
+    rebuilt = load_folder(tmp_path / "rebuilt").state_dict()
+    weights = load_folder(kept).state_dict()
+    assert rebuilt.keys() == weights.keys()
+    assert all(torch.equal(rebuilt[k], weights[k]) for k in weights)
+    first = load_folder(parts[0][0]).state_dict()
+    assert sum(not torch.equal(weights[k], first[k]) for k in first) >= 10  # the other parts really moved them
