@@ -80,11 +80,11 @@ def test_a_folder_that_is_not_a_model_is_one_line_not_a_traceback(tmp_path):
 RESUME = ROOT / "train" / "resume"
 AVERAGE = RESUME / "average"  # bundled from 2026-11-28 evening
 AVERAGE_SHAPE = RESUME / "average_shape"  # bundled from 2026-11-29 evening, + star_shape (shape.toml)
-SHIPPED = ROOT / "engine" / "weights" / "small"  # bundled from 2026-11-30, + false_peaks and sky_level
+SHIPPED = ROOT / "engine" / "weights" / "small"  # bundled from 2026-11-30, + false_peaks and sky_level (weight 10)
 RECIPES = {
     AVERAGE: (("emission.pt", 0.4), ("galaxy.pt", 0.4), ("colour.pt", 0.2)),
     AVERAGE_SHAPE: ((AVERAGE, 0.5), ("shape.pt", 0.5)),
-    SHIPPED: ((AVERAGE_SHAPE, 0.5), ("shape_peaks_sky.pt", 0.5)),
+    SHIPPED: ((AVERAGE_SHAPE, 0.5), ("shape_peaks_sky10.pt", 0.5)),
 }
 
 
