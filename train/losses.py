@@ -3,9 +3,10 @@
 Predictions ``p`` and targets ``t`` are in the engine's stretched space
 (:mod:`astroswin.engine.normalize`); :func:`flux`, :func:`bright_flux`, :func:`linear_sharp`,
 :func:`star_shape`, :func:`false_peaks` and :func:`sky_level` map them back to linear
-(noise-sigma units) first. The original AstroSWIN's terms are reproduced as they were, with its one real bug fixed (AHBG's mask pointed the wrong way);
-:func:`flux` is new: a loss on a display stretch hardly weighs bright cores, and without it
-the model learns to dim stars by 20-35%.
+(noise-sigma units) first. The original AstroSWIN's terms are reproduced as they were, with
+its one real bug fixed (AHBG's mask pointed the wrong way); :func:`flux` is new: a loss on a
+display stretch hardly weighs bright cores, and without it the model learns to dim stars by
+20-35%.
 """
 
 from __future__ import annotations
@@ -242,11 +243,11 @@ def false_peaks(p, t, threshold: float = 1.0, light: float = 1.0, clearance: int
     A peak is a local maximum (3 x 3) of ``p - t`` in linear noise-sigma units
     (:func:`to_sigma_units`) above ``threshold``, on the target's :func:`dark_sky`. Each peak's
     3 x 3 neighbourhood adds ``relu(p - t - threshold)``; the sum is divided by the number of
-    pixels, so a crop's loss grows with its count of false peaks. Noise correlated between pixels, as in every registered stack, comes
-    in blobs that the sharpening terms (:func:`star_shape` most) reward making into compact
-    peaks, and no other term penalises a peak where the target has nothing. This is the
-    quantity ``scripts/correlated_noise.py`` counts. Zero (with a gradient path) when no peak
-    is found.
+    pixels, so a crop's loss grows with its count of false peaks. Noise correlated between
+    pixels, as in every registered stack, comes in blobs that the sharpening terms
+    (:func:`star_shape` most) reward making into compact peaks, and no other term penalises a
+    peak where the target has nothing. This is the quantity ``scripts/correlated_noise.py``
+    counts. Zero (with a gradient path) when no peak is found.
     """
     _check(p, t)
     lt = to_sigma_units(t.float())
